@@ -1,0 +1,127 @@
+"""Checkpoints: a folder with safetensors weights, a JSON config, and the optimizer/trainer state.
+
+    <run>/checkpoint/model.safetensors   the weights
+    <run>/checkpoint/config.json         task, vocabulary, resolved model kwargs, train config, step
+    <run>/checkpoint/train_state.pt      optimizer state and step (torch.save, loaded weights_only)
+
+A save is written to ``checkpoint.tmp`` and swapped in with renames, so a stop at any moment leaves a
+whole checkpoint behind: the new one, or the previous one as ``checkpoint.prev``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from toolssm.models import SequenceModel, build_model
+from toolssm.protocol import Vocab
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(Exception):
+    """A checkpoint is missing or unreadable. The message is one line, fit for a CLI error."""
+
+
+@dataclass
+class Loaded:
+    model: SequenceModel
+    vocab: Vocab
+    config: dict[str, Any]
+    path: Path
+
+    @property
+    def task(self) -> str:
+        return self.config["task"]
+
+    @property
+    def arch(self) -> str:
+        return self.config["arch"]
+
+    @property
+    def step(self) -> int:
+        return self.config["step"]
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    model: SequenceModel,
+    *,
+    arch: str,
+    model_kwargs: dict[str, Any],
+    vocab: Vocab,
+    task: str,
+    step: int,
+    train_config: dict[str, Any] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> Path:
+    run_dir = Path(run_dir)
+    final, tmp, prev = run_dir / "checkpoint", run_dir / "checkpoint.tmp", run_dir / "checkpoint.prev"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    raw = model.module if hasattr(model, "module") else model  # unwrap DDP
+    save_file({k: v.detach().contiguous().cpu() for k, v in raw.state_dict().items()}, tmp / "model.safetensors")
+    config = {
+        "format": FORMAT_VERSION,
+        "task": task,
+        "arch": arch,
+        "model": model_kwargs,
+        "vocab": vocab.tokens,
+        "step": step,
+        "train": train_config or {},
+    }
+    (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    if optimizer is not None:
+        torch.save({"optimizer": optimizer.state_dict(), "step": step}, tmp / "train_state.pt")
+    shutil.rmtree(prev, ignore_errors=True)
+    if final.exists():
+        final.rename(prev)
+    tmp.rename(final)
+    shutil.rmtree(prev, ignore_errors=True)
+    return final
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """Accept a checkpoint folder or a run folder holding one."""
+    path = Path(path)
+    for cand in (path, path / "checkpoint", path / "checkpoint.prev"):
+        if (cand / "config.json").is_file():
+            return cand
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}: the path does not exist")
+    raise CheckpointError(f"no checkpoint at {path}: expected config.json and model.safetensors in it")
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loaded:
+    ckpt = find_checkpoint(path)
+    try:
+        config = json.loads((ckpt / "config.json").read_text())
+        vocab = Vocab(config["vocab"])
+        model = build_model(config["arch"], len(vocab), config["model"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"corrupt checkpoint {ckpt}: bad config.json ({type(e).__name__}: {e})") from None
+    try:
+        state = load_file(ckpt / "model.safetensors")
+        model.load_state_dict(state)
+    except FileNotFoundError:
+        raise CheckpointError(f"corrupt checkpoint {ckpt}: model.safetensors is missing") from None
+    except (SafetensorError, RuntimeError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"corrupt checkpoint {ckpt}: unreadable weights ({first})") from None
+    return Loaded(model.to(device).eval(), vocab, config, ckpt)
+
+
+def load_train_state(ckpt: Path) -> dict[str, Any]:
+    try:
+        return torch.load(ckpt / "train_state.pt", map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"cannot resume from {ckpt}: train_state.pt is missing") from None
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        raise CheckpointError(f"corrupt checkpoint {ckpt}: unreadable train_state.pt ({type(e).__name__})") from None

@@ -1,0 +1,228 @@
+"""The ``toolssm`` command: train, eval, solve, demo. Every config field is a flag (tyro).
+
+Bad input (an unknown task or model, a bad size, a missing or corrupt checkpoint, a malformed flag) ends
+with one line, ``toolssm: error: ...``, and exit code 2. Set ``TOOLSSM_DEBUG=1`` for the traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+import tyro
+
+from toolssm.checkpoint import CheckpointError, load_checkpoint
+from toolssm.evaluate import evaluate, format_table, plot_curves, save_results
+from toolssm.tasks import get_task
+from toolssm.train import TrainConfig, resolve_device, train
+
+DEFAULT_LENGTHS = ("5", "10", "100", "1000")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluate a checkpoint at a grid of problem sizes; write a table, results.json and a plot."""
+
+    checkpoint: str = "runs/demo"
+    """checkpoint folder, or the run folder holding it"""
+    lengths: tuple[str, ...] = DEFAULT_LENGTHS
+    """sizes to test; for addition N (two N-digit operands) or N1+N2"""
+    n_problems: int = 20
+    """problems per size"""
+    batch_size: int = 32
+    seed: int = 1234
+    out: str | None = None
+    """where to write results (default: <run>/eval)"""
+    token_acc: bool = True
+    """also measure teacher-forced token accuracy"""
+    device: str = "auto"
+    threads: int = 0
+    progress: bool = True
+
+
+@dataclass
+class SolveConfig:
+    """Solve one problem with a trained model driving its tool; print the answer (and the trajectory)."""
+
+    problem: tyro.conf.Positional[str]
+    """the problem, e.g. 123+4567"""
+    checkpoint: str = "runs/demo"
+    trace: bool = False
+    """print the full trajectory, one role per line"""
+    max_tokens: int | None = None
+    """generation budget (default: the task's)"""
+    device: str = "cpu"
+
+
+@dataclass
+class DemoConfig(TrainConfig):
+    """Train on short problems (<= train_size), then test on far longer ones: the paper's headline."""
+
+    out: str = "runs/demo"
+    lengths: tuple[str, ...] = DEFAULT_LENGTHS
+    """sizes to test after training"""
+    n_problems: int = 20
+    eval_batch_size: int = 32
+
+
+def _setup(threads: int) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def run_eval(cfg: EvalConfig) -> int:
+    if cfg.n_problems < 1 or cfg.batch_size < 1:
+        raise ValueError("n_problems and batch_size must be positive")
+    _setup(cfg.threads)
+    device = resolve_device(cfg.device)
+    loaded = load_checkpoint(cfg.checkpoint, device)
+    task = get_task(loaded.task)
+    for s in cfg.lengths:
+        task.parse_spec(s)
+    train_size = int(loaded.config.get("train", {}).get("train_size", 0)) or task.parse_spec(cfg.lengths[0])
+    out = Path(cfg.out) if cfg.out else loaded.path.parent / "eval"
+    print(f"evaluating {loaded.arch} on {loaded.task} (trained to size {train_size}, step {loaded.step})")
+    results = evaluate(
+        loaded.model, task, loaded.vocab, cfg.lengths, n_problems=cfg.n_problems, seed=cfg.seed,
+        batch_size=cfg.batch_size, device=device, with_token_acc=cfg.token_acc, progress=cfg.progress,
+    )  # fmt: skip
+    _report(results, out, train_size=train_size, label=loaded.arch, task=loaded.task, checkpoint=str(loaded.path))
+    return 0
+
+
+def _report(results, out: Path, *, train_size: int, label: str, task: str, checkpoint: str) -> None:
+    table = format_table(results, train_size=train_size, label=label)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.txt").write_text(table + "\n")
+    save_results(results, out / "results.json", task=task, label=label, train_size=train_size, checkpoint=checkpoint)
+    png = plot_curves({label: results}, out / "accuracy.png", train_size=train_size,
+                      title=f"{label} on {task}: trained on size ≤ {train_size}")  # fmt: skip
+    print()
+    print(table)
+    print(f"\nwrote {out / 'table.txt'}, {out / 'results.json'} and {png}")
+
+
+def run_solve(cfg: SolveConfig) -> int:
+    loaded = load_checkpoint(cfg.checkpoint, cfg.device)
+    task = get_task(loaded.task)
+    problem = task.parse(cfg.problem)
+    from toolssm.rollout import rollout
+
+    budget = cfg.max_tokens if cfg.max_tokens is not None else task.token_budget(problem)
+    if budget < 1:
+        raise ValueError(f"bad max_tokens={budget}: must be positive")
+    ep = task.episode(problem, record=cfg.trace, max_tokens=budget)
+    t0 = time.perf_counter()
+    (res,) = rollout(loaded.model, loaded.vocab, [ep], device=cfg.device)
+    dt = time.perf_counter() - t0
+    verdict = task.verify(problem, res.output)
+    if cfg.trace and res.trajectory is not None:
+        print(res.trajectory.render())
+        print()
+    status = "terminated" if res.terminated else "truncated (token budget ran out)"
+    print(f"answer: {verdict.got or '(empty)'}")
+    print(
+        f"verdict: {'correct' if verdict.correct else 'WRONG, expected ' + verdict.expected}"
+        f"  [{status}; {res.n_generated:,} tokens generated, {res.n_tokens:,} in all, {dt:.1f}s]"
+    )
+    return 0
+
+
+def run_train(cfg: TrainConfig) -> int:
+    ckpt = train(cfg)
+    print(f"checkpoint: {ckpt}")
+    return 0
+
+
+def run_demo(cfg: DemoConfig) -> int:
+    cfg.validate()
+    task = get_task(cfg.task)
+    for s in cfg.lengths:
+        task.parse_spec(s)
+    train_cfg = TrainConfig(**{f.name: getattr(cfg, f.name) for f in fields(TrainConfig)})
+    t0 = time.perf_counter()
+    print(f"toolssm demo: train {cfg.model.arch} on {cfg.task} of size <= {cfg.train_size}, "
+          f"then test at sizes {', '.join(cfg.lengths)}")  # fmt: skip
+    ckpt = train(train_cfg)
+    t_train = time.perf_counter() - t0
+    print(f"trained in {t_train:.0f}s; checkpoint: {ckpt}")
+    loaded = load_checkpoint(ckpt, resolve_device(cfg.device))
+    results = evaluate(
+        loaded.model, task, loaded.vocab, cfg.lengths, n_problems=cfg.n_problems, seed=1234,
+        batch_size=cfg.eval_batch_size, device=resolve_device(cfg.device), progress=cfg.progress,
+    )  # fmt: skip
+    _report(results, Path(cfg.out) / "eval", train_size=cfg.train_size, label=cfg.model.arch, task=cfg.task,
+            checkpoint=str(ckpt))  # fmt: skip
+    print(f"demo finished in {time.perf_counter() - t0:.0f}s (training {t_train:.0f}s). "
+          f"Try: toolssm solve --checkpoint {cfg.out} 99999999999999999999+1 --trace")  # fmt: skip
+    return 0
+
+
+COMMANDS = {
+    "demo": (DemoConfig, run_demo),
+    "train": (TrainConfig, run_train),
+    "eval": (EvalConfig, run_eval),
+    "solve": (SolveConfig, run_solve),
+}
+
+
+def _one_line(captured: str) -> str:
+    """Condense tyro's boxed error message to its first sentence."""
+    lines = [re.sub(r"^[\s│╭╰─┃|]+|[\s│╮╯─┃|]+$", "", ln) for ln in captured.splitlines()]
+    lines = [ln for ln in lines if ln and not set(ln) <= set("─-━ ")]
+    if not lines:
+        return "bad command line (see --help)"
+    body = [ln for ln in lines[1:] if not ln.lower().startswith(("usage", "for full helptext", "argument helptext"))]
+    msg = body[0] if body else lines[0]
+    return f"{msg} (see --help)"
+
+
+def parse(argv: list[str]):
+    if not argv or argv[0] not in COMMANDS:
+        if argv and argv[0] in ("-h", "--help"):
+            print("usage: toolssm {demo,train,eval,solve} [--help] [FLAGS]\n\n"
+                  "  demo   train on short problems, then test on long ones (the paper's headline)\n"
+                  "  train  train a model on a task's expert trajectories\n"
+                  "  eval   evaluate a checkpoint over a grid of problem sizes\n"
+                  "  solve  solve one problem with a trained model and its tool")  # fmt: skip
+            raise SystemExit(0)
+        what = f"unknown command {argv[0]!r}" if argv else "missing command"
+        raise ValueError(f"{what} (choose from: {', '.join(COMMANDS)})")
+    cls, fn = COMMANDS[argv[0]]
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+            cfg = tyro.cli(cls, args=argv[1:], prog=f"toolssm {argv[0]}")
+    except SystemExit as e:
+        if e.code in (0, None):  # --help
+            sys.stdout.write(buf.getvalue())
+            raise
+        raise ValueError(_one_line(buf.getvalue())) from None
+    return cfg, fn
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg, fn = parse(argv)
+        return fn(cfg)
+    except (ValueError, CheckpointError) as e:
+        if os.environ.get("TOOLSSM_DEBUG"):
+            raise
+        print(f"toolssm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("toolssm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
+

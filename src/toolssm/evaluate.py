@@ -1,0 +1,202 @@
+"""Length-generalization evaluation: three metrics over a grid of sizes, a paper-style table and a plot.
+
+Metrics, per size:
+    answer      exact match of the output stream, judged by the task's verifier (the headline metric)
+    trajectory  exact match of the whole trajectory: the model reproduced the expert token for token
+    token       teacher-forced next-token accuracy on the trained positions of the expert trajectory
+
+The paper's notation ``n→m (p%)``: trained up to size n, m is the largest tested size at which answer
+accuracy is still at least 5%, and p is the accuracy there.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from toolssm.models import SequenceModel
+from toolssm.protocol import Trajectory, Vocab
+from toolssm.rollout import rollout
+from toolssm.tasks import Task
+from toolssm.train import collate
+
+
+@dataclass
+class LengthResult:
+    spec: str
+    size: int
+    n: int
+    answer_acc: float
+    trajectory_acc: float
+    token_acc: float | None
+    truncated: int
+    tokens_per_problem: float
+    seconds: float
+
+
+@torch.no_grad()
+def token_accuracy(
+    model: SequenceModel, trajs: Sequence[Trajectory], vocab: Vocab, device, chunk: int = 4096
+) -> tuple[int, int]:
+    """(correct, total) teacher-forced predictions on trained positions, streamed in time chunks so
+    memory stays flat for very long trajectories."""
+    model.eval()
+    tokens, mask = collate(list(trajs), vocab)
+    tokens, mask = tokens.to(device), mask.to(device)
+    inp, tgt, m = tokens[:, :-1], tokens[:, 1:], mask[:, 1:]
+    correct = total = 0
+    state = None
+    for s in range(0, inp.shape[1], chunk):
+        logits, state = model(inp[:, s : s + chunk], state)
+        mm = m[:, s : s + chunk]
+        correct += int((logits.argmax(-1) == tgt[:, s : s + chunk])[mm].sum())
+        total += int(mm.sum())
+    return correct, total
+
+
+def evaluate_size(
+    model: SequenceModel,
+    task: Task,
+    vocab: Vocab,
+    spec: str,
+    *,
+    n_problems: int,
+    seed: int,
+    batch_size: int = 32,
+    device="cpu",
+    with_token_acc: bool = True,
+    progress: bool = False,
+) -> LengthResult:
+    size = task.parse_spec(spec)
+    rng = random.Random(f"eval:{seed}:{spec}")
+    problems = [task.sample_eval(rng, spec) for _ in range(n_problems)]
+    t0 = time.perf_counter()
+    n_ans = n_traj = n_trunc = n_tok = 0
+    tok_c = tok_t = 0
+    for b in range(0, n_problems, batch_size):
+        batch = problems[b : b + batch_size]
+        refs = [task.demonstrate(p) for p in batch]
+        episodes = [task.episode(p, max_tokens=task.token_budget(p)) for p in batch]
+        results = rollout(
+            model, vocab, episodes, references=[vocab.ids(r.tokens) for r in refs], device=device,
+            progress=progress, desc=f"decode size {spec}",
+        )  # fmt: skip
+        for p, r in zip(batch, results):
+            n_ans += task.verify(p, r.output).correct
+            n_traj += bool(r.trajectory_match)
+            n_trunc += r.truncated
+            n_tok += r.n_tokens
+        if with_token_acc:
+            c, t = token_accuracy(model, refs, vocab, device)
+            tok_c, tok_t = tok_c + c, tok_t + t
+    return LengthResult(
+        spec=spec, size=size, n=n_problems, answer_acc=n_ans / n_problems, trajectory_acc=n_traj / n_problems,
+        token_acc=(tok_c / tok_t) if with_token_acc and tok_t else None, truncated=n_trunc,
+        tokens_per_problem=n_tok / n_problems, seconds=time.perf_counter() - t0,
+    )  # fmt: skip
+
+
+def evaluate(
+    model: SequenceModel,
+    task: Task,
+    vocab: Vocab,
+    specs: Sequence[str],
+    *,
+    n_problems: int = 20,
+    seed: int = 1234,
+    batch_size: int = 32,
+    device="cpu",
+    with_token_acc: bool = True,
+    progress: bool = True,
+) -> list[LengthResult]:
+    for s in specs:  # fail fast on a bad spec, before any work
+        task.parse_spec(s)
+    out = []
+    for spec in specs:
+        r = evaluate_size(
+            model, task, vocab, spec, n_problems=n_problems, seed=seed, batch_size=batch_size, device=device,
+            with_token_acc=with_token_acc, progress=progress,
+        )  # fmt: skip
+        if progress:
+            print(
+                f"  size {spec:>6}: answer {r.answer_acc:6.1%}  trajectory {r.trajectory_acc:6.1%}"
+                f"  ({r.n} problems, {r.tokens_per_problem:,.0f} tokens each, {r.seconds:.1f}s)",
+                flush=True,
+            )
+        out.append(r)
+    return out
+
+
+# -- reporting ----------------------------------------------------------------------------------------
+
+
+def paper_cell(train_size: int, results: Sequence[LengthResult], threshold: float = 0.05) -> str:
+    """``n→m (p%)``: m is the largest tested size >= n with answer accuracy >= threshold."""
+    ok = [r for r in results if r.size >= train_size and r.answer_acc >= threshold]
+    if not ok:
+        return f"{train_size}→– (<{threshold:.0%})"
+    best = max(ok, key=lambda r: r.size)
+    return f"{train_size}→{_short(best.size)} ({best.answer_acc:.0%})"
+
+
+def _short(n: int) -> str:
+    return f"{n // 1000}K" if n >= 1000 and n % 1000 == 0 else str(n)
+
+
+def format_table(results: Sequence[LengthResult], *, train_size: int, label: str = "") -> str:
+    head = f"{'size':>8} | {'answer EM':>9} | {'traj. EM':>8} | {'token acc':>9} | {'trunc.':>6} | {'tokens/prob':>11} | {'time':>7}"
+    lines = [head, "-" * len(head)]
+    for r in results:
+        tok = f"{r.token_acc:.2%}" if r.token_acc is not None else "–"
+        lines.append(
+            f"{r.spec:>8} | {r.answer_acc:>9.0%} | {r.trajectory_acc:>8.0%} | {tok:>9} | {r.truncated:>6} |"
+            f" {r.tokens_per_problem:>11,.0f} | {r.seconds:>6.1f}s"
+        )
+    summary = f"{label + ': ' if label else ''}{paper_cell(train_size, results)}   (paper notation n→m (p%))"
+    return "\n".join([summary, *lines])
+
+
+def plot_curves(
+    curves: dict[str, Sequence[LengthResult]], path: str | Path, *, train_size: int, title: str = ""
+) -> Path:
+    """Accuracy against size on a log x-axis: one solid line (answer) and one dashed (trajectory) each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for k, (label, res) in enumerate(curves.items()):
+        res = sorted(res, key=lambda r: r.size)
+        xs = [r.size for r in res]
+        (line,) = ax.plot(xs, [r.answer_acc for r in res], "o-", label=f"{label}: answer EM")
+        ax.plot(xs, [r.trajectory_acc for r in res], "x--", color=line.get_color(), alpha=0.6,
+                label=f"{label}: trajectory EM")  # fmt: skip
+    ax.axvline(train_size, color="grey", ls=":", lw=1)
+    ax.text(train_size, 0.02, " train ≤", color="grey", fontsize=8, rotation=90, va="bottom")
+    ax.set_xscale("log")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("problem size (log scale)")
+    ax.set_ylabel("exact-match accuracy")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def save_results(results: Sequence[LengthResult], path: str | Path, **meta) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**meta, "results": [asdict(r) for r in results]}, indent=2))
+    return path

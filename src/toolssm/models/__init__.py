@@ -1,0 +1,24 @@
+"""Models: one file per architecture, one interface (`SequenceModel`)."""
+
+from toolssm.models import rnn  # noqa: F401  (registers lstm, gru)
+from toolssm.models.base import (
+    ModelConfig,
+    SequenceModel,
+    State,
+    build_model,
+    model_names,
+    n_params,
+    resolve,
+    select_state,
+)
+
+__all__ = [
+    "ModelConfig",
+    "SequenceModel",
+    "State",
+    "build_model",
+    "model_names",
+    "n_params",
+    "resolve",
+    "select_state",
+]

@@ -1,0 +1,110 @@
+"""The one model interface every architecture implements.
+
+    forward(tokens (B, T), state=None) -> logits (B, T, V), state      parallel over time (training, prefill)
+    step(tokens (B,), state)           -> logits (B, V), state         one token (decoding)
+
+``state`` is ``None`` (the initial state) or a tuple of tensors whose first dimension is the batch, so the
+rollout can drop finished episodes with `select_state` without knowing the architecture. For a GSSM (LSTM,
+GRU, Mamba, a sliding-window Transformer) the state has a fixed size; a full-attention Transformer's state
+(its KV cache) grows with the context, which is exactly the difference the paper is about.
+
+A model knows nothing of tasks: it sees token ids and a vocabulary size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Annotated, Any
+
+import torch
+import tyro
+from torch import Tensor, nn
+
+State = tuple[Tensor, ...]
+
+
+class SequenceModel(nn.Module):
+    def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:  # pragma: no cover
+        raise NotImplementedError
+
+    def step(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """Default: a length-1 forward. Architectures with a cheaper recurrence override this."""
+        logits, state = self.forward(tokens[:, None], state)
+        return logits[:, 0], state
+
+    @property
+    def fixed_state(self) -> bool:
+        """True for a GSSM: the state does not grow with the context."""
+        return True
+
+
+def select_state(state: State | None, index: Tensor) -> State | None:
+    """Keep the batch rows in ``index`` of every state tensor."""
+    if state is None:
+        return None
+    return tuple(s.index_select(0, index) for s in state)
+
+
+@dataclass
+class ModelConfig:
+    """Which architecture, at which preset; any field left unset comes from the preset."""
+
+    arch: Annotated[str, tyro.conf.arg(aliases=("--model",))] = "lstm"
+    """architecture: one of the registered models (lstm, gru, ...)"""
+    preset: str = "cpu"
+    """cpu (trains in minutes on 2 cores) or paper (the paper's size)"""
+    d_model: int | None = None
+    """width (hidden size); default from the preset"""
+    n_layers: int | None = None
+    """depth; default from the preset"""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    cls: Callable[..., SequenceModel]
+    presets: dict[str, dict[str, Any]]
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(name: str, presets: dict[str, dict[str, Any]]):
+    def deco(cls):
+        _REGISTRY[name] = ModelSpec(cls, presets)
+        return cls
+
+    return deco
+
+
+def model_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def resolve(cfg: ModelConfig) -> dict[str, Any]:
+    """The full keyword arguments for the architecture: its preset, overridden by the set fields."""
+    if cfg.arch not in _REGISTRY:
+        raise ValueError(f"unknown model {cfg.arch!r} (choose from: {', '.join(model_names())})")
+    spec = _REGISTRY[cfg.arch]
+    if cfg.preset not in spec.presets:
+        raise ValueError(f"unknown preset {cfg.preset!r} for {cfg.arch} (choose from: {', '.join(spec.presets)})")
+    kwargs = dict(spec.presets[cfg.preset])
+    for k, v in asdict(cfg).items():
+        if k in ("arch", "preset") or v is None:
+            continue
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"bad model setting {k}={v}: must be positive")
+        kwargs[k] = v
+    return kwargs
+
+
+def build_model(arch: str, vocab_size: int, kwargs: dict[str, Any]) -> SequenceModel:
+    if arch not in _REGISTRY:
+        raise ValueError(f"unknown model {arch!r} (choose from: {', '.join(model_names())})")
+    return _REGISTRY[arch].cls(vocab_size=vocab_size, **kwargs)
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+

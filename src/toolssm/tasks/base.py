@@ -1,0 +1,119 @@
+"""The task interface: a seeded generator, an expert that drives the real tool, and a verifier.
+
+A task knows nothing of models. Data flows one way::
+
+    Task.sample -> problem -> Task.expert drives an Episode (and its Tool) -> Trajectory
+                -> Vocab ids + loss mask -> model -> rollout drives an Episode -> Task.verify
+
+To add a task, subclass `Task` in one file under ``tasks/`` and decorate it with `register`; see
+``docs/adding.md``.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from toolssm.protocol import Episode, Trajectory, Vocab
+from toolssm.tools.base import Tool
+
+
+@dataclass(frozen=True)
+class Verdict:
+    correct: bool
+    expected: str
+    got: str
+
+
+class Task(ABC):
+    name: ClassVar[str]
+    #: tokens the task itself writes: input symbols, thought symbols, output symbols
+    symbols: ClassVar[tuple[str, ...]]
+
+    # -- what a task must define ------------------------------------------------------------------
+    @abstractmethod
+    def make_tool(self) -> Tool | None:
+        """A fresh tool for one episode (None for tool-free regimes)."""
+
+    @abstractmethod
+    def sample(self, rng: random.Random, max_size: int) -> Any:
+        """A problem from the training distribution of size at most ``max_size``."""
+
+    @abstractmethod
+    def sample_eval(self, rng: random.Random, spec: str) -> Any:
+        """A problem for evaluation at the size given by ``spec`` (usually a number, e.g. "1000")."""
+
+    @abstractmethod
+    def parse(self, text: str) -> Any:
+        """A user-given problem. Raises ValueError with a one-line message on bad input."""
+
+    @abstractmethod
+    def input_tokens(self, problem: Any) -> list[str]: ...
+
+    @abstractmethod
+    def expert(self, problem: Any, episode: Episode) -> None:
+        """Solve ``problem`` by emitting tokens into ``episode``, reacting only to what the tool returns."""
+
+    @abstractmethod
+    def verify(self, problem: Any, output: Sequence[str]) -> Verdict:
+        """Check an output stream by simulating the task, not by comparing with the expert's string."""
+
+    @abstractmethod
+    def size(self, problem: Any) -> int:
+        """The problem's length, the x-axis of every length-generalization plot."""
+
+    # -- provided -----------------------------------------------------------------------------------
+    def format(self, problem: Any) -> str:
+        return "".join(self.input_tokens(problem))
+
+    def parse_spec(self, spec: str) -> int:
+        """Validate an evaluation size spec; returns the size it stands for."""
+        try:
+            n = int(spec)
+        except ValueError:
+            raise ValueError(f"bad size {spec!r} for task {self.name}: expected a positive integer") from None
+        if n < 1:
+            raise ValueError(f"bad size {spec!r} for task {self.name}: sizes must be positive")
+        return n
+
+    def vocab(self) -> Vocab:
+        tool = self.make_tool()
+        return Vocab.build(self.symbols, tool.tokens if tool is not None else ())
+
+    def episode(self, problem: Any, *, record: bool = False, max_tokens: int | None = None) -> Episode:
+        return Episode(self.make_tool(), self.input_tokens(problem), record=record, max_tokens=max_tokens)
+
+    def demonstrate(self, problem: Any) -> Trajectory:
+        """The expert's full trajectory for ``problem``."""
+        ep = self.episode(problem, record=True)
+        ep.reset()
+        self.expert(problem, ep)
+        assert ep.trajectory is not None and ep.terminated, "the expert must end with [EOS]"
+        return ep.trajectory
+
+    def token_budget(self, problem: Any) -> int:
+        """How many tokens a model may generate before its episode is truncated: twice the expert's."""
+        traj = self.demonstrate(problem)
+        return 2 * len(traj) + 64
+
+
+_REGISTRY: dict[str, Callable[[], Task]] = {}
+
+
+def register(cls: type[Task]) -> type[Task]:
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_task(name: str) -> Task:
+    try:
+        return _REGISTRY[name]()
+    except KeyError:
+        raise ValueError(f"unknown task {name!r} (choose from: {', '.join(sorted(_REGISTRY))})") from None
+
+
+def task_names() -> list[str]:
+    return sorted(_REGISTRY)

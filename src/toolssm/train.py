@@ -1,0 +1,176 @@
+"""Training: online expert trajectories, masked next-token loss, AdamW with warmup and cosine decay.
+
+Flat on purpose, in the manner of nanoGPT. Every batch is a pure function of ``(seed, step)``, so a run
+resumed from a checkpoint is the run that would have happened without the stop.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from toolssm.checkpoint import find_checkpoint, load_checkpoint, load_train_state, save_checkpoint
+from toolssm.models import ModelConfig, SequenceModel, build_model, n_params, resolve
+from toolssm.protocol import PAD, Trajectory, Vocab
+from toolssm.tasks import Task, get_task
+
+
+@dataclass
+class TrainConfig:
+    """Train a model on a task's expert trajectories."""
+
+    task: str = "addition"
+    """task name"""
+    train_size: int = 5
+    """largest problem size seen in training (digits for addition)"""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    steps: int = 2500
+    batch_size: int = 32
+    lr: float = 3e-3
+    """peak learning rate"""
+    min_lr: float = 1e-4
+    """learning rate at the end of the cosine decay"""
+    warmup: int = 100
+    """linear warmup steps"""
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    seed: int = 0
+    out: str = "runs/train"
+    """run folder: checkpoint/, log.jsonl"""
+    resume: bool = False
+    """continue from the checkpoint in ``out`` if there is one"""
+    save_every: int = 500
+    log_every: int = 25
+    device: str = "auto"
+    """auto (cuda when present), cpu or cuda"""
+    threads: int = 0
+    """torch CPU threads (0: torch's default)"""
+    progress: bool = True
+
+    def validate(self) -> None:
+        get_task(self.task)  # raises on an unknown task
+        resolve(self.model)
+        for name in ("train_size", "steps", "batch_size", "save_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"bad {name}={getattr(self, name)}: must be positive")
+        if self.lr <= 0 or self.min_lr < 0 or self.warmup < 0 or self.grad_clip < 0 or self.weight_decay < 0:
+            raise ValueError("bad optimizer setting: lr must be positive; min_lr, warmup, grad_clip, weight_decay >= 0")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but no CUDA device is available")
+    return torch.device(name)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def collate(trajs: list[Trajectory], vocab: Vocab) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded token ids (B, T) and the loss mask (B, T): True where the token is trained on."""
+    width = max(len(t) for t in trajs)
+    pad = vocab.id(PAD)
+    tokens = torch.full((len(trajs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(trajs), width), dtype=torch.bool)
+    for i, t in enumerate(trajs):
+        tokens[i, : len(t)] = torch.tensor(vocab.ids(t.tokens))
+        mask[i, : len(t)] = torch.tensor(t.loss_mask())
+    return tokens, mask
+
+
+def make_batch(task: Task, vocab: Vocab, cfg: TrainConfig, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    rng = random.Random(f"{cfg.seed}:{step}")  # a string seed is hashed deterministically
+    return collate([task.demonstrate(task.sample(rng, cfg.train_size)) for _ in range(cfg.batch_size)], vocab)
+
+
+def masked_loss(model: SequenceModel, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy on trained positions only (thoughts, commands, outputs)."""
+    logits, _ = model(tokens[:, :-1])
+    target, m = tokens[:, 1:], mask[:, 1:]
+    return F.cross_entropy(logits[m], target[m])
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run (or resume) training; returns the checkpoint folder."""
+    cfg.validate()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    task = get_task(cfg.task)
+    vocab = task.vocab()
+    model_kwargs = resolve(cfg.model)
+    out = Path(cfg.out)
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model.arch, len(vocab), model_kwargs).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    start = 0
+    if cfg.resume and any((out / d / "config.json").is_file() for d in ("checkpoint", "checkpoint.prev")):
+        loaded = load_checkpoint(out, device)
+        if loaded.task != cfg.task or loaded.arch != cfg.model.arch or loaded.config["model"] != model_kwargs:
+            raise ValueError(f"cannot resume {out}: its task/model differ from this config")
+        model.load_state_dict(loaded.model.state_dict())
+        state = load_train_state(find_checkpoint(out))
+        opt.load_state_dict(state["optimizer"])
+        start = state["step"]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+
+    def save(step: int) -> Path:
+        return save_checkpoint(
+            out, model, arch=cfg.model.arch, model_kwargs=model_kwargs, vocab=vocab, task=cfg.task,
+            step=step, train_config=asdict(cfg), optimizer=opt,
+        )  # fmt: skip
+
+    log = (out / "log.jsonl").open("a")
+    bar = tqdm(
+        total=cfg.steps, initial=start, disable=not cfg.progress, dynamic_ncols=True,
+        desc=f"train {cfg.model.arch}/{cfg.task} ({n_params(model) / 1e6:.2f}M params)",
+    )  # fmt: skip
+    model.train()
+    t0, n_tok = time.perf_counter(), 0
+    ckpt = find_checkpoint(out) if start else None
+    for step in range(start, cfg.steps):
+        lr = lr_at(step, cfg)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        tokens, mask = make_batch(task, vocab, cfg, step)
+        tokens, mask = tokens.to(device), mask.to(device)
+        loss = masked_loss(model, tokens, mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip else None
+        opt.step()
+        n_tok += int(mask.sum())
+        bar.update(1)
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            rec = {
+                "step": step + 1, "loss": loss.item(), "lr": lr,
+                "grad_norm": None if gnorm is None else round(float(gnorm), 4),
+                "tokens_per_s": round(n_tok / (time.perf_counter() - t0), 1),
+                "elapsed_s": round(time.perf_counter() - t0, 2),
+            }  # fmt: skip
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            bar.set_postfix(loss=f"{rec['loss']:.4f}")
+        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+            ckpt = save(step + 1)
+    bar.close()
+    log.close()
+    if ckpt is None:  # nothing to do: resumed at the last step
+        ckpt = find_checkpoint(out)
+    return ckpt

@@ -1,0 +1,78 @@
+import json
+
+import pytest
+
+from toolssm.cli import main
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    argv = ["train", "--steps", "3", "--batch-size", "2", "--model.d-model", "8", "--model.n-layers", "1",
+            "--out", str(out), "--no-progress", "--train-size", "2"]  # fmt: skip
+    assert main(argv) == 0
+    return out
+
+
+def one_line_error(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("toolssm: error: "), err
+    return err[0]
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["train", "--task", "nope"], "unknown task 'nope'"),
+        (["train", "--model", "nope"], "unknown model 'nope'"),
+        (["train", "--train-size", "-3"], "train_size=-3"),
+        (["train", "--steps", "many"], "--steps"),
+        (["train", "--no-such-flag"], "--no-such-flag"),
+        (["demo", "--lengths", "5", "-10"], "-10"),
+        (["solve", "--checkpoint", "/no/such/dir", "1+2"], "no checkpoint at /no/such/dir"),
+        (["eval", "--checkpoint", "/no/such/dir"], "no checkpoint"),
+        (["frobnicate"], "unknown command"),
+        ([], "missing command"),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_2(capsys, argv, needle):
+    assert needle in one_line_error(capsys, argv)
+
+
+def test_bad_sizes_and_problems_against_a_real_checkpoint(capsys, ckpt):
+    assert "bad size '-5'" in one_line_error(capsys, ["eval", "--checkpoint", str(ckpt), "--lengths", "-5"])
+    assert "bad addition problem" in one_line_error(capsys, ["solve", "--checkpoint", str(ckpt), "12-3"])
+
+
+@pytest.mark.parametrize("victim", ["model.safetensors", "config.json"])
+def test_corrupt_checkpoint_gives_one_line_and_leaves_the_files_alone(capsys, ckpt, tmp_path, victim):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(ckpt / "checkpoint", bad)
+    (bad / victim).write_bytes(b"\x00garbage{")
+    msg = one_line_error(capsys, ["solve", "--checkpoint", str(bad), "1+2"])
+    assert "corrupt checkpoint" in msg
+    assert (bad / victim).read_bytes() == b"\x00garbage{"  # nothing is overwritten or removed
+
+
+def test_eval_writes_table_results_and_plot(capsys, ckpt, tmp_path):
+    out = tmp_path / "ev"
+    argv = ["eval", "--checkpoint", str(ckpt), "--lengths", "2", "4+1", "--n-problems", "2", "--out", str(out),
+            "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "2→" in printed  # the paper's n→m (p%) notation
+    res = json.loads((out / "results.json").read_text())
+    assert [r["spec"] for r in res["results"]] == ["2", "4+1"]
+    assert all(r["n"] == 2 and 0 <= r["answer_acc"] <= 1 for r in res["results"])
+    assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_solve_prints_an_answer_and_a_verdict(capsys, ckpt):
+    assert main(["solve", "--checkpoint", str(ckpt), "12+34", "--trace", "--max-tokens", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "answer:" in out and "verdict:" in out
+    assert "input  [BOS] 1 2 + 3 4 =" in out  # the trace shows roles

@@ -1,0 +1,81 @@
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+import toolssm.train as train_mod
+from toolssm.models import ModelConfig, build_model, resolve
+from toolssm.tasks import get_task
+from toolssm.train import TrainConfig, collate, lr_at, make_batch, masked_loss, train
+
+
+def tiny_cfg(out, **kw):
+    return TrainConfig(
+        model=ModelConfig(d_model=16, n_layers=1), steps=6, batch_size=4, warmup=2, save_every=3, log_every=1,
+        out=str(out), progress=False, train_size=3, **kw,
+    )  # fmt: skip
+
+
+def test_masked_loss_counts_only_trained_positions():
+    task = get_task("addition")
+    vocab = task.vocab()
+    trajs = [task.demonstrate(task.parse(s)) for s in ["12+3", "999+1"]]
+    tokens, mask = collate(trajs, vocab)
+    assert mask[0, : len(trajs[0])].tolist() == trajs[0].loss_mask()
+    assert not mask[0, len(trajs[0]) :].any()  # padding is never trained on
+    model = build_model("lstm", len(vocab), resolve(ModelConfig(d_model=8, n_layers=1)))
+    logits, _ = model(tokens[:, :-1])
+    per_tok = F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none")
+    manual = per_tok[mask[:, 1:]].mean()
+    torch.testing.assert_close(masked_loss(model, tokens, mask), manual)
+    assert not torch.isclose(per_tok.mean(), manual)  # the mask really removes something
+
+
+def test_batches_depend_only_on_seed_and_step():
+    task, cfg = get_task("addition"), TrainConfig(batch_size=3)
+    a, b = make_batch(task, task.vocab(), cfg, 7), make_batch(task, task.vocab(), cfg, 7)
+    assert torch.equal(a[0], b[0])
+    assert not torch.equal(a[0], make_batch(task, task.vocab(), cfg, 8)[0])
+
+
+def test_lr_schedule_warms_up_then_decays_to_min():
+    cfg = TrainConfig(steps=100, warmup=10, lr=1.0, min_lr=0.1)
+    assert lr_at(0, cfg) == pytest.approx(0.1)
+    assert lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(99, cfg) == pytest.approx(0.1, abs=1e-3)
+    assert all(lr_at(s, cfg) >= lr_at(s + 1, cfg) for s in range(10, 99))
+
+
+def test_resume_after_a_stop_gives_the_run_that_would_have_happened(tmp_path, monkeypatch):
+    train(tiny_cfg(tmp_path / "a"))
+
+    real = train_mod.make_batch
+
+    def crash_at_4(task, vocab, cfg, step):
+        if step == 4:
+            raise KeyboardInterrupt
+        return real(task, vocab, cfg, step)
+
+    monkeypatch.setattr(train_mod, "make_batch", crash_at_4)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_cfg(tmp_path / "b"))
+    monkeypatch.setattr(train_mod, "make_batch", real)
+    assert json.loads((tmp_path / "b/checkpoint/config.json").read_text())["step"] == 3
+    train(tiny_cfg(tmp_path / "b", resume=True))
+
+    wa = load_file(tmp_path / "a/checkpoint/model.safetensors")
+    wb = load_file(tmp_path / "b/checkpoint/model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    log = lambda d: {r["step"]: r["loss"] for r in map(json.loads, (tmp_path / d / "log.jsonl").open())}  # noqa: E731
+    la, lb = log("a"), log("b")
+    assert la[4] == lb[4] and la[5] == lb[5] and la[6] == lb[6]  # the next steps' losses match exactly
+
+
+def test_training_reduces_the_loss(tmp_path):
+    cfg = tiny_cfg(tmp_path, lr=1e-2)
+    cfg.steps = 40
+    train(cfg)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "log.jsonl").open()]
+    assert losses[-1] < 0.6 * losses[0]
