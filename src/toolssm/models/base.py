@@ -58,6 +58,12 @@ class ModelConfig:
     """width (hidden size); default from the preset"""
     n_layers: int | None = None
     """depth; default from the preset"""
+    d_state: int | None = None
+    """SSM state size per channel (mamba); default from the preset"""
+    d_conv: int | None = None
+    """causal convolution width (mamba); default from the preset"""
+    expand: int | None = None
+    """inner width = expand * d_model (mamba); default from the preset"""
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,8 @@ def resolve(cfg: ModelConfig) -> dict[str, Any]:
             continue
         if isinstance(v, int) and v < 1:
             raise ValueError(f"bad model setting {k}={v}: must be positive")
+        if k not in kwargs:
+            raise ValueError(f"model {cfg.arch} has no setting {k} (it has: {', '.join(kwargs)})")
         kwargs[k] = v
     return kwargs
 

@@ -1,0 +1,326 @@
+"""Mamba-1 (Gu & Dao, 2023) in pure PyTorch: a selective state-space model, the paper's main GSSM.
+
+Layout follows alxndrTL/mamba.py (MIT): one file, each module has a parallel ``forward`` and an O(1) ``step``.
+The initializations follow state-spaces/mamba (Apache-2.0). The code here is written anew for this package.
+
+    tokens -> embedding -> n_layers x [x + MambaBlock(RMSNorm(x))] -> RMSNorm -> LM head (tied to the embedding)
+
+MambaBlock, per token (d_inner = expand * d_model, N = d_state):
+
+    x, z   = in_proj(u)                          two (d_inner,) halves
+    x      = silu(causal depthwise conv(x))      kernel d_conv, its last d_conv-1 inputs are state
+    dt,B,C = x_proj(x)                           dt low rank (dt_rank = ceil(d_model/16)), B, C: (N,)
+    dt     = softplus(dt_proj(dt))               (d_inner,), one step size per channel
+    h      = exp(dt * A) * h + (dt * x) B        h: (d_inner, N); A = -exp(A_log) < 0
+    y      = h C + D * x
+    out    = out_proj(y * silu(z))
+
+The parallel scan. Mamba-1's decay exp(dt * A) differs for every (channel, state) pair, so the chunked
+"masked segment-sum" form of Mamba-2 would need an (L, L, d_inner, N) tensor per chunk: L times the work of
+the recurrence. Instead the linear recurrence h_t = a_t h_{t-1} + b_t is solved by an associative scan on
+(a, b) pairs, chunked:
+
+    1. cut time into chunks of CHUNK steps (the last one may be shorter);
+    2. inside a chunk, a Hillis-Steele scan: log2(CHUNK) doubling rounds, each a multiply-add over the whole
+       chunk, giving each step's state from a zero start and the decay accumulated since the chunk's start;
+    3. a Python loop over chunks (not steps) carries the state across: h = local + decay * h_in.
+
+Work is O(T log CHUNK), with no Python loop over time steps. Only products of decays in (0, 1] are formed,
+never a division or an exp of a positive number, so it is as stable in fp32 as the sequential recurrence.
+
+Memory. The (B, T, d_inner, N) tensors of decays and states are never built for the whole sequence: the scan
+is one autograd function that works chunk by chunk, keeps the inputs (x, dt, B, C: (B, T, d_inner) or
+(B, T, N)) and one state per chunk, and in backward recomputes each chunk's states and runs the adjoint
+recurrence g_t = dL/dh_t + a_{t+1} g_{t+1} through it, the same scan backwards in time. A chunk's tensors
+stay in the CPU cache, so a short chunk is fastest here: a training step of the cpu preset took about a
+quarter of the time of one scan over the whole sequence at once. On a GPU a longer chunk would mean fewer
+kernel launches (untested; pass ``chunk``).
+
+State (batch first, fixed size): conv (B, n_layers, d_inner, d_conv-1), ssm (B, n_layers, d_inner, d_state).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from toolssm.models.base import SequenceModel, State, register
+
+PRESETS = {
+    "cpu": {"d_model": 64, "n_layers": 2, "d_state": 16, "d_conv": 4, "expand": 2},
+    "paper": {"d_model": 768, "n_layers": 24, "d_state": 16, "d_conv": 4, "expand": 2},  # Mamba-130M
+}
+
+CHUNK = 8  # scan chunk length: on 1 CPU thread (B=32, T=240) 4 to 8 is fastest, 16 +20%, 64 +150%
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the scan
+
+
+def _scan_(a: Tensor, b: Tensor, reverse: bool = False) -> None:
+    """In place, along dim 1 from a zero start: b_t <- all of h_t = a_t h_{t-1} + b_t, a_t <- a_t a_{t-1} ... a_0.
+
+    reverse: h_t = a_t h_{t+1} + b_t, and a_t <- a_t a_{t+1} ... a_{l-1}. a, b: (B, l, ...).
+    Hillis-Steele: after the round with offset k, position t has combined the 2k steps ending (starting) at t.
+    """
+    k, n = 1, a.shape[1]
+    while k < n:
+        if reverse:
+            b[:, :-k] += a[:, :-k] * b[:, k:]  # (B, l-k, ...); the product is built before the write
+            a[:, :-k] = a[:, :-k] * a[:, k:]  # (B, l-k, ...)
+        else:
+            b[:, k:] += a[:, k:] * b[:, :-k]  # (B, l-k, ...)
+            a[:, k:] = a[:, k:] * a[:, :-k]  # (B, l-k, ...)
+        k *= 2
+
+
+def _chunk_states(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """One chunk's decays and states. x, dt: (B, l, Di); A: (Di, N); B: (B, l, N); h: state before (B, Di, N).
+
+    -> dA (B, l, Di, N) the decays, dBx (B, l, Di, N) the inputs, H (B, l, Di, N) the state after each step.
+    """
+    dA = torch.exp(dt[..., None] * A)  # (B, l, Di, N), in (0, 1]
+    dBx = (dt * x)[..., None] * B[:, :, None, :]  # (B, l, Di, N)
+    cum, H = dA.clone(), dBx.clone()  # (B, l, Di, N) x2
+    _scan_(cum, H)  # H: states from a zero start; cum: decay since the chunk's start
+    H += cum * h[:, None]  # (B, l, Di, N)
+    return dA, dBx, H
+
+
+def _chunk_states_fwd(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, h: Tensor) -> Tensor:
+    """_chunk_states' H alone, without keeping dA and dBx (two copies fewer)."""
+    cum = torch.exp(dt[..., None] * A)  # (B, l, Di, N)
+    H = (dt * x)[..., None] * B[:, :, None, :]  # (B, l, Di, N)
+    _scan_(cum, H)
+    H += cum * h[:, None]  # (B, l, Di, N)
+    return H
+
+
+class _SelectiveScan(torch.autograd.Function):
+    """y, h_T of the selective SSM, chunk by chunk; see selective_scan. Saves the inputs and one state per chunk;
+    the backward recomputes each chunk's states and runs the adjoint recurrence backwards through it."""
+
+    @staticmethod
+    def forward(ctx, x, dt, A, B, C, D, h0, chunk):
+        Bsz, T, Di = x.shape
+        h = x.new_zeros(Bsz, Di, A.shape[1]) if h0 is None else h0  # (B, Di, N)
+        ys, starts = [], []
+        for s in range(0, T, chunk):  # a Python loop over chunks, not steps
+            e = min(s + chunk, T)
+            starts.append(h)
+            H = _chunk_states_fwd(x[:, s:e], dt[:, s:e], A, B[:, s:e], h)  # (B, l, Di, N)
+            ys.append((H * C[:, s:e, None, :]).sum(-1))  # (B, l, Di): sum_n H C
+            h = H[:, -1].clone()  # (B, Di, N)
+        y = torch.cat(ys, 1) + D * x  # (B, T, Di)
+        ctx.chunk, ctx.has_h0 = chunk, h0 is not None
+        ctx.save_for_backward(x, dt, A, B, C, D, torch.stack(starts, 1))  # ..., (B, n_chunks, Di, N)
+        return y, h
+
+    @staticmethod
+    def backward(ctx, gy, gh):
+        x, dt, A, B, C, D, starts = ctx.saved_tensors
+        Bsz, T, Di = x.shape
+        gy = torch.zeros_like(x) if gy is None else gy  # (B, T, Di)
+        gx, gdt = torch.empty_like(x), torch.empty_like(x)  # (B, T, Di)
+        gB, gC = torch.empty_like(B), torch.empty_like(C)  # (B, T, N)
+        gA = torch.zeros_like(A)  # (Di, N)
+        carry = torch.zeros_like(starts[:, 0]) if gh is None else gh  # (B, Di, N): dL/d(state at chunk end)
+        for c in reversed(range(starts.shape[1])):
+            s, e = c * ctx.chunk, min((c + 1) * ctx.chunk, T)
+            xc, dtc, Bc, Cc, gyc = x[:, s:e], dt[:, s:e], B[:, s:e], C[:, s:e], gy[:, s:e]  # (B, l, .)
+            h_in = starts[:, c]  # (B, Di, N)
+            dA, dBx, H = _chunk_states(xc, dtc, A, Bc, h_in)  # (B, l, Di, N) x3
+            gC[:, s:e] = (H * gyc[..., None]).sum(-2)  # (B, l, N)
+            # adjoint: g_t = dL/dh_t in total = gy_t C_t + dA_{t+1} g_{t+1}; the carry enters at the chunk end
+            g = gyc[..., None] * Cc[:, :, None, :]  # (B, l, Di, N)
+            a_next = torch.cat([dA[:, 1:], torch.ones_like(dA[:, :1])], 1)  # (B, l, Di, N)
+            _scan_(a_next, g, reverse=True)
+            g += a_next * carry[:, None]  # (B, l, Di, N) = dL/d(dBx)
+            g_dtA = g * (H - dBx)  # (B, l, Di, N): dL/d(dt A) = g_t dA_t h_{t-1}, and dA_t h_{t-1} = h_t - dBx_t
+            gBx = (g * Bc[:, :, None, :]).sum(-1)  # (B, l, Di): sum_n g B
+            gdt[:, s:e] = (g_dtA * A).sum(-1) + gBx * xc  # (B, l, Di)
+            gx[:, s:e] = gBx * dtc + gyc * D  # (B, l, Di)
+            gB[:, s:e] = (g * (dtc * xc)[..., None]).sum(-2)  # (B, l, N)
+            gA += (g_dtA * dtc[..., None]).sum((0, 1))  # (Di, N)
+            carry = dA[:, 0] * g[:, 0]  # (B, Di, N): dL/dh_in
+        gD = (gy * x).sum((0, 1))  # (Di,)
+        return gx, gdt, gA, gB, gC, gD, carry if ctx.has_h0 else None, None
+
+
+def selective_scan(
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, h0: Tensor | None = None, chunk: int = CHUNK
+) -> tuple[Tensor, Tensor]:
+    """The selective SSM over a sequence, in parallel.
+
+    x, dt: (B, T, Di); A: (Di, N); B, C: (B, T, N); D: (Di,); h0: (B, Di, N) or None (zeros)
+    -> y (B, T, Di), the state after the last step (B, Di, N).
+    """
+    return _SelectiveScan.apply(x, dt, A, B, C, D, h0, max(1, chunk))
+
+
+def selective_step(
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, h: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """One step of the selective SSM. x, dt: (B, Di); A: (Di, N); B, C: (B, N); D: (Di,); h: (B, Di, N)."""
+    dA = torch.exp(dt[..., None] * A)  # (B, Di, N)
+    dBx = (dt * x)[..., None] * B[:, None, :]  # (B, Di, N)
+    h = dBx if h is None else dA * h + dBx  # (B, Di, N)
+    y = (h * C[:, None, :]).sum(-1) + D * x  # (B, Di)
+    return y, h
+
+
+# ----------------------------------------------------------------------------------------------------------
+# modules
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, d: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, x: Tensor) -> Tensor:  # (..., d) -> (..., d)
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class MambaBlock(nn.Module):
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int,
+        d_conv: int,
+        expand: int,
+        n_layers: int,
+        chunk: int = CHUNK,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        dt_init_floor: float = 1e-4,
+    ):
+        super().__init__()
+        self.d_inner = d_inner = expand * d_model
+        self.d_state, self.d_conv, self.chunk = d_state, d_conv, chunk
+        self.dt_rank = dt_rank = math.ceil(d_model / 16)
+
+        self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False)
+        self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner)  # unpadded: the state gives the past
+        self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(dt_rank, d_inner)
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(d_inner, 1))
+        self.D = nn.Parameter(torch.ones(d_inner))
+        self.out_proj = nn.Linear(d_inner, d_model, bias=False)
+
+        with torch.no_grad():
+            # dt_proj: weights U(+-dt_rank^-0.5); bias = softplus^-1(dt), dt log-uniform in [dt_min, dt_max]
+            s = dt_rank**-0.5
+            self.dt_proj.weight.uniform_(-s, s)
+            dt = torch.exp(torch.rand(d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+            dt = dt.clamp(min=dt_init_floor)  # (Di,)
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+            # GPT-2 style: scale the residual branch's output by 1/sqrt(n_layers)
+            self.out_proj.weight /= math.sqrt(n_layers)
+
+    def _ssm_params(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # x (..., Di)
+        dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], -1)  # (..., R), (..., N) x2
+        return F.softplus(self.dt_proj(dt)), B, C  # (..., Di), (..., N), (..., N)
+
+    def forward(self, u: Tensor, conv: Tensor | None, h: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """u (B, T, d_model); conv (B, Di, d_conv-1) or None; h (B, Di, N) or None -> out, conv, h."""
+        Bsz, T, _ = u.shape
+        x, z = self.in_proj(u).chunk(2, -1)  # (B, T, Di) x2
+        if conv is None:
+            conv = x.new_zeros(Bsz, self.d_inner, self.d_conv - 1)  # (B, Di, K-1)
+        xc = torch.cat([conv, x.transpose(1, 2)], 2)  # (B, Di, K-1+T)
+        conv = xc[:, :, T:]  # (B, Di, K-1): the last d_conv-1 inputs
+        x = F.silu(F.conv1d(xc, self.conv1d.weight, self.conv1d.bias, groups=self.d_inner))  # (B, Di, T)
+        x = x.transpose(1, 2)  # (B, T, Di)
+        dt, B, C = self._ssm_params(x)  # (B, T, Di), (B, T, N), (B, T, N)
+        A = -torch.exp(self.A_log)  # (Di, N)
+        y, h = selective_scan(x, dt, A, B, C, self.D, h, self.chunk)  # (B, T, Di), (B, Di, N)
+        return self.out_proj(y * F.silu(z)), conv, h  # (B, T, d_model)
+
+    def step(self, u: Tensor, conv: Tensor | None, h: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """u (B, d_model); conv (B, Di, d_conv-1) or None; h (B, Di, N) or None -> out, conv, h."""
+        x, z = self.in_proj(u).chunk(2, -1)  # (B, Di) x2
+        if conv is None:
+            conv = x.new_zeros(x.shape[0], self.d_inner, self.d_conv - 1)  # (B, Di, K-1)
+        window = torch.cat([conv, x[:, :, None]], 2)  # (B, Di, K)
+        x = F.silu((window * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias)  # (B, Di)
+        dt, B, C = self._ssm_params(x)  # (B, Di), (B, N), (B, N)
+        A = -torch.exp(self.A_log)  # (Di, N)
+        y, h = selective_step(x, dt, A, B, C, self.D, h)  # (B, Di), (B, Di, N)
+        return self.out_proj(y * F.silu(z)), window[:, :, 1:], h  # (B, d_model)
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, d_model: int, **block_kwargs):
+        super().__init__()
+        self.norm = RMSNorm(d_model)
+        self.mixer = MambaBlock(d_model, **block_kwargs)
+
+    def forward(self, x: Tensor, conv: Tensor | None, h: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        y, conv, h = self.mixer(self.norm(x), conv, h)  # (B, T, d_model)
+        return x + y, conv, h
+
+    def step(self, x: Tensor, conv: Tensor | None, h: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        y, conv, h = self.mixer.step(self.norm(x), conv, h)  # (B, d_model)
+        return x + y, conv, h
+
+
+@register("mamba", PRESETS)
+class Mamba(SequenceModel):
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int,
+        n_layers: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        tie_embeddings: bool = True,
+        chunk: int = CHUNK,
+    ):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, d_model)
+        nn.init.normal_(self.embed.weight, std=0.02)
+        self.layers = nn.ModuleList(
+            ResidualBlock(d_model, d_state=d_state, d_conv=d_conv, expand=expand, n_layers=n_layers, chunk=chunk)
+            for _ in range(n_layers)
+        )
+        self.norm_f = RMSNorm(d_model)
+        # tied: the head reuses the embedding matrix, not a shared Parameter (safetensors refuses shared tensors)
+        self.head = None if tie_embeddings else nn.Linear(d_model, vocab_size, bias=False)
+
+    def _logits(self, x: Tensor) -> Tensor:  # (..., d_model) -> (..., V)
+        x = self.norm_f(x)
+        return F.linear(x, self.embed.weight) if self.head is None else self.head(x)
+
+    @staticmethod
+    def _split(state: State | None, i: int) -> tuple[Tensor | None, Tensor | None]:
+        if state is None:
+            return None, None
+        conv, ssm = state  # (B, L, Di, K-1), (B, L, Di, N)
+        return conv[:, i], ssm[:, i]  # (B, Di, K-1), (B, Di, N)
+
+    def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        x = self.embed(tokens)  # (B, T, d_model)
+        convs, hs = [], []
+        for i, layer in enumerate(self.layers):
+            x, conv, h = layer(x, *self._split(state, i))  # (B, T, d_model), (B, Di, K-1), (B, Di, N)
+            convs.append(conv)
+            hs.append(h)
+        logits = self._logits(x)  # (B, T, V)
+        return logits, (torch.stack(convs, 1), torch.stack(hs, 1))  # (B, L, Di, K-1), (B, L, Di, N)
+
+    def step(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        x = self.embed(tokens)  # (B, d_model)
+        convs, hs = [], []
+        for i, layer in enumerate(self.layers):
+            x, conv, h = layer.step(x, *self._split(state, i))  # (B, d_model), (B, Di, K-1), (B, Di, N)
+            convs.append(conv)
+            hs.append(h)
+        logits = self._logits(x)  # (B, V)
+        return logits, (torch.stack(convs, 1), torch.stack(hs, 1))  # (B, L, Di, K-1), (B, L, Di, N)
