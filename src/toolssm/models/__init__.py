@@ -1,6 +1,6 @@
 """Models: one file per architecture, one interface (`SequenceModel`)."""
 
-from toolssm.models import mamba, rnn  # noqa: F401  (registers mamba, lstm, gru)
+from toolssm.models import mamba, mistral, pythia, rnn  # noqa: F401  (registers mamba, mistral, pythia, lstm, gru)
 from toolssm.models.base import (
     ModelConfig,
     SequenceModel,

@@ -64,6 +64,16 @@ class ModelConfig:
     """causal convolution width (mamba); default from the preset"""
     expand: int | None = None
     """inner width = expand * d_model (mamba); default from the preset"""
+    n_heads: int | None = None
+    """attention heads (pythia, mistral); default from the preset"""
+    n_kv_heads: int | None = None
+    """key/value heads for grouped-query attention (mistral); default: n_heads"""
+    d_ff: int | None = None
+    """MLP hidden width (pythia, mistral); default from the preset"""
+    window: int | None = None
+    """sliding-window length: a token sees itself and the window-1 before it (mistral); default from the preset"""
+    pos: str | None = None
+    """position encoding, rope or nope (pythia, mistral); default from the preset"""
 
 
 @dataclass(frozen=True)
