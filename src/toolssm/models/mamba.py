@@ -199,19 +199,21 @@ class MambaBlock(nn.Module):
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
         dt_init_floor: float = 1e-4,
+        dt_rank: int | None = None,
+        bias: bool = False,
     ):
         super().__init__()
         self.d_inner = d_inner = expand * d_model
         self.d_state, self.d_conv, self.chunk = d_state, d_conv, chunk
-        self.dt_rank = dt_rank = math.ceil(d_model / 16)
+        self.dt_rank = dt_rank = dt_rank or math.ceil(d_model / 16)
 
-        self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False)
+        self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=bias)
         self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner)  # unpadded: the state gives the past
         self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
         self.dt_proj = nn.Linear(dt_rank, d_inner)
         self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(d_inner, 1))
         self.D = nn.Parameter(torch.ones(d_inner))
-        self.out_proj = nn.Linear(d_inner, d_model, bias=False)
+        self.out_proj = nn.Linear(d_inner, d_model, bias=bias)
 
         with torch.no_grad():
             # dt_proj: weights U(+-dt_rank^-0.5); bias = softplus^-1(dt), dt log-uniform in [dt_min, dt_max]
@@ -222,6 +224,9 @@ class MambaBlock(nn.Module):
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
             # GPT-2 style: scale the residual branch's output by 1/sqrt(n_layers)
             self.out_proj.weight /= math.sqrt(n_layers)
+            if bias:
+                self.in_proj.bias.zero_()
+                self.out_proj.bias.zero_()
 
     def _ssm_params(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # x (..., Di)
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], -1)  # (..., R), (..., N) x2
@@ -256,9 +261,9 @@ class MambaBlock(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    def __init__(self, d_model: int, **block_kwargs):
+    def __init__(self, d_model: int, eps: float = 1e-5, **block_kwargs):
         super().__init__()
-        self.norm = RMSNorm(d_model)
+        self.norm = RMSNorm(d_model, eps)
         self.mixer = MambaBlock(d_model, **block_kwargs)
 
     def forward(self, x: Tensor, conv: Tensor | None, h: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -282,15 +287,20 @@ class Mamba(SequenceModel):
         expand: int = 2,
         tie_embeddings: bool = True,
         chunk: int = CHUNK,
+        eps: float = 1e-5,
+        dt_rank: int | None = None,
+        bias: bool = False,
     ):
+        """eps: the RMSNorms' epsilon; dt_rank: default ceil(d_model/16); bias: in_proj and out_proj biases
+        (Hugging Face's use_bias). These three exist for loading other checkpoints (models/hf.py)."""
         super().__init__()
         self.embed = nn.Embedding(vocab_size, d_model)
         nn.init.normal_(self.embed.weight, std=0.02)
+        block = dict(d_state=d_state, d_conv=d_conv, expand=expand, n_layers=n_layers, chunk=chunk)
         self.layers = nn.ModuleList(
-            ResidualBlock(d_model, d_state=d_state, d_conv=d_conv, expand=expand, n_layers=n_layers, chunk=chunk)
-            for _ in range(n_layers)
+            ResidualBlock(d_model, eps, dt_rank=dt_rank, bias=bias, **block) for _ in range(n_layers)
         )
-        self.norm_f = RMSNorm(d_model)
+        self.norm_f = RMSNorm(d_model, eps)
         # tied: the head reuses the embedding matrix, not a shared Parameter (safetensors refuses shared tensors)
         self.head = None if tie_embeddings else nn.Linear(d_model, vocab_size, bias=False)
 

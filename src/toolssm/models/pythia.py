@@ -5,10 +5,14 @@ The architecture follows Hugging Face's GPTNeoX (Apache-2.0); the code here is w
     tokens -> embed_in -> n_layers x [x + attention(input_layernorm(x)) + mlp(post_attention_layernorm(x))]
            -> final_layer_norm -> embed_out (untied)
 
+Options for other GPT-NeoX checkpoints (models/hf.py), off by default: ``parallel_residual=False`` (x = x + attn,
+then x = x + mlp(post_attention_layernorm(x))), ``attention_bias=False`` (no bias in query_key_value and dense),
+``tie_embeddings=True`` (the head reuses embed_in's matrix).
+
 Parallel residual (attention and MLP both read x), LayerNorm pre-norm, one fused QKV projection laid out per
 head as [q | k | v] (GPT-NeoX's layout), rotary embeddings on the first ``rotary_pct`` of each head's dims
 (rounded down to an even count; attention.py), exact-GELU MLP, biases everywhere. Module names match the
-Hugging Face checkpoint (without its ``gpt_neox.`` prefix) so Pythia weights could be loaded later.
+Hugging Face checkpoint (without its ``gpt_neox.`` prefix); models/hf.py loads Pythia weights.
 ``pos="nope"``: no position encoding at all (causal masking alone).
 
 State: the KV cache, which grows with the context (``fixed_state`` is False):
@@ -34,11 +38,11 @@ PRESETS = {
 
 
 class Attention(nn.Module):
-    def __init__(self, d_model: int, n_heads: int):
+    def __init__(self, d_model: int, n_heads: int, bias: bool = True):
         super().__init__()
         self.n_heads, self.d_head = n_heads, d_model // n_heads
-        self.query_key_value = nn.Linear(d_model, 3 * d_model)
-        self.dense = nn.Linear(d_model, d_model)
+        self.query_key_value = nn.Linear(d_model, 3 * d_model, bias=bias)
+        self.dense = nn.Linear(d_model, d_model, bias=bias)
 
     def forward(
         self, x: Tensor, rope: tuple[Tensor, Tensor] | None, ck: Tensor | None, cv: Tensor | None, mask: Tensor | None
@@ -67,16 +71,22 @@ class MLP(nn.Module):
 
 
 class Layer(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, eps: float):
+    def __init__(
+        self, d_model: int, n_heads: int, d_ff: int, eps: float, parallel_residual: bool = True, bias: bool = True
+    ):
         super().__init__()
+        self.parallel_residual = parallel_residual
         self.input_layernorm = nn.LayerNorm(d_model, eps=eps)
         self.post_attention_layernorm = nn.LayerNorm(d_model, eps=eps)
-        self.attention = Attention(d_model, n_heads)
+        self.attention = Attention(d_model, n_heads, bias)
         self.mlp = MLP(d_model, d_ff)
 
     def forward(self, x, rope, ck, cv, mask) -> tuple[Tensor, Tensor, Tensor]:
         a, k, v = self.attention(self.input_layernorm(x), rope, ck, cv, mask)  # (B, T, D), (B, H, C+T, Dh) x2
-        return x + a + self.mlp(self.post_attention_layernorm(x)), k, v  # parallel residual
+        if self.parallel_residual:
+            return x + a + self.mlp(self.post_attention_layernorm(x)), k, v  # Pythia: both read x
+        x = x + a  # sequential: the MLP reads the attention's output
+        return x + self.mlp(self.post_attention_layernorm(x)), k, v
 
 
 @register("pythia", PRESETS)
@@ -92,6 +102,9 @@ class Pythia(SequenceModel):
         rotary_pct: float = 0.25,
         rotary_base: float = 10000.0,
         eps: float = 1e-5,
+        parallel_residual: bool = True,
+        attention_bias: bool = True,
+        tie_embeddings: bool = False,
     ):
         super().__init__()
         if d_model % n_heads:
@@ -100,9 +113,12 @@ class Pythia(SequenceModel):
         self.rot = int(d_model // n_heads * rotary_pct) // 2 * 2  # rotated dims per head, even
         self.rotary_base = rotary_base
         self.embed_in = nn.Embedding(vocab_size, d_model)
-        self.layers = nn.ModuleList(Layer(d_model, n_heads, d_ff, eps) for _ in range(n_layers))
+        self.layers = nn.ModuleList(
+            Layer(d_model, n_heads, d_ff, eps, parallel_residual, attention_bias) for _ in range(n_layers)
+        )
         self.final_layer_norm = nn.LayerNorm(d_model, eps=eps)
-        self.embed_out = nn.Linear(d_model, vocab_size, bias=False)
+        # tied: the head reuses embed_in's matrix, not a shared Parameter (safetensors refuses shared tensors)
+        self.embed_out = None if tie_embeddings else nn.Linear(d_model, vocab_size, bias=False)
         # GPT-NeoX: normal(0.02) weights, zero biases; GPT-2 style 1/sqrt(2 n_layers) on the residual outputs
         for m in self.modules():
             if isinstance(m, (nn.Linear, nn.Embedding)):
@@ -131,5 +147,6 @@ class Pythia(SequenceModel):
             x, k, v = layer(x, rope, None if ck is None else ck[:, i], None if cv is None else cv[:, i], mask)
             ks.append(k)  # (B, H, C+T, Dh)
             vs.append(v)
-        logits = self.embed_out(self.final_layer_norm(x))  # (B, T, V)
+        x = self.final_layer_norm(x)  # (B, T, D)
+        logits = F.linear(x, self.embed_in.weight) if self.embed_out is None else self.embed_out(x)  # (B, T, V)
         return logits, (torch.stack(ks, 1), torch.stack(vs, 1), p0 + T)  # (B, L, H, C+T, Dh) x2, (B,)

@@ -1,0 +1,281 @@
+"""Load a Hugging Face checkpoint folder (Mamba, GPT-NeoX/Pythia) into this package's models.
+
+    model, arch, kwargs = load_hf("path/to/state-spaces--mamba-1.4b-hf")
+
+The folder is what ``save_pretrained`` writes: ``config.json`` and the weights, one of
+
+    model.safetensors | model.safetensors.index.json + its shards
+    pytorch_model.bin | pytorch_model.bin.index.json + its shards
+
+(``.bin`` files are read with ``torch.load(weights_only=True)``). Nothing here imports ``transformers``: the
+config is plain JSON and the weights plain tensors. ``config["model_type"]`` picks a converter, which maps the
+Hugging Face config to our constructor's keyword arguments (raising a one-line ValueError for a setting our
+model does not implement) and renames the weights; they are then loaded with ``strict=True``.
+
+The returned ``arch`` and ``kwargs`` rebuild the same model with ``build_model(arch, vocab_size, kwargs)``
+(vocab_size = the checkpoint's embedding rows), so a fine-tuning run can start from the weights and
+``save_checkpoint(..., arch=arch, model_kwargs=kwargs, ...)`` them like any other model. The model is fp32
+whatever the checkpoint's dtype, on ``device``, in eval mode.
+
+Adding an architecture (e.g. Mamba-2) is one more entry in ``CONVERTERS``: a function from the HF config to
+(arch, kwargs) and one that renames the HF weight names to ours.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+from torch import Tensor
+
+from toolssm.models.base import SequenceModel, build_model
+
+_DROPOUTS = ("attention_dropout", "hidden_dropout")  # GPT-NeoX dropout rates: only 0 is supported
+
+
+@dataclass(frozen=True)
+class Converter:
+    config: Callable[[dict[str, Any]], tuple[str, dict[str, Any]]]
+    """HF config.json -> (our arch, our kwargs without vocab_size); ValueError if unsupported"""
+    weights: Callable[[dict[str, Tensor], dict[str, Any]], dict[str, Tensor]]
+    """HF state dict, our kwargs -> our state dict"""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _get(cfg: dict[str, Any], *keys: str, default: Any = None) -> Any:
+    """The first of ``keys`` present (and not None) in cfg, else default."""
+    for k in keys:
+        if cfg.get(k) is not None:
+            return cfg[k]
+    return default
+
+
+def _require(cfg: dict[str, Any], key: str, want: Any, why: str) -> None:
+    got = cfg.get(key, want)
+    if got != want:
+        raise ValueError(f"unsupported {cfg['model_type']} config: {key}={got!r} ({why}; supported: {want!r})")
+
+
+def _strip(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in state.items()}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Mamba-1 (transformers' MambaForCausalLM)
+
+
+def _mamba_config(cfg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    d_model = cfg["hidden_size"]
+    expand = cfg.get("expand", 2)
+    if int(expand) != expand:
+        raise ValueError(f"unsupported mamba config: expand={expand!r} (our d_inner is an integer multiple)")
+    inner = cfg.get("intermediate_size", int(expand * d_model))
+    if inner != int(expand) * d_model:
+        raise ValueError(f"unsupported mamba config: intermediate_size={inner} != expand * hidden_size")
+    _require(cfg, "hidden_act", "silu", "the convolution's activation is SiLU")
+    rank = cfg.get("time_step_rank", "auto")
+    kwargs = {
+        "d_model": d_model,
+        "n_layers": cfg["num_hidden_layers"],
+        "d_state": cfg.get("state_size", 16),
+        "d_conv": cfg.get("conv_kernel", 4),
+        "expand": int(expand),
+        "tie_embeddings": bool(cfg.get("tie_word_embeddings", True)),
+        "eps": float(cfg.get("layer_norm_epsilon", 1e-5)),
+        "dt_rank": None if rank == "auto" else int(rank),
+        "bias": bool(cfg.get("use_bias", False)),
+    }
+    # residual_in_fp32: a no-op for our fp32 model; time_step_*, initializer_range, rescale_prenorm_residual:
+    # initialization only; use_mambapy, use_associative_scan: which scan code path, same result.
+    return "mamba", kwargs
+
+
+def _mamba_weights(hf: dict[str, Tensor], kwargs: dict[str, Any]) -> dict[str, Tensor]:
+    out = {}
+    for k, v in hf.items():
+        if k == "lm_head.weight":
+            if kwargs["tie_embeddings"]:
+                continue  # tied: the head is the embedding; HF may still have written a copy
+            out["head.weight"] = v
+            continue
+        k = k.removeprefix("backbone.")
+        k = k.replace("embeddings.", "embed.", 1) if k.startswith("embeddings.") else k
+        k = k.replace("embedding.", "embed.", 1) if k.startswith("embedding.") else k  # older conversions
+        out[k] = v  # layers.{i}.norm.weight, layers.{i}.mixer.*, norm_f.weight: the same names as ours
+    for i in range(kwargs["n_layers"]):
+        bias, weight = f"layers.{i}.mixer.conv1d.bias", f"layers.{i}.mixer.conv1d.weight"
+        if bias not in out and weight in out:
+            # use_conv_bias=False: our convolution always has a bias; a zero one computes the same
+            out[bias] = torch.zeros(out[weight].shape[0], dtype=out[weight].dtype)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# GPT-NeoX / Pythia (transformers' GPTNeoXForCausalLM)
+
+
+def _single(name: str, values: list[Any], default: Any) -> Any:
+    """The one value a setting has across the places a config may spell it; ValueError if they disagree."""
+    present = [v for v in values if v is not None]
+    if any(v != present[0] for v in present):
+        raise ValueError(f"inconsistent gpt_neox config: {name} is given as {present}")
+    return present[0] if present else default
+
+
+def _gpt_neox_config(cfg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    d_model, n_heads = cfg["hidden_size"], cfg["num_attention_heads"]
+    if d_model % n_heads:
+        raise ValueError(f"bad gpt_neox config: hidden_size={d_model} is not a multiple of heads={n_heads}")
+    d_head = d_model // n_heads
+    if cfg.get("head_dim") not in (None, d_head):
+        raise ValueError(f"unsupported gpt_neox config: head_dim={cfg['head_dim']} != hidden_size / heads")
+    _require(cfg, "hidden_act", "gelu", "our MLP uses the exact GELU")
+    for key in _DROPOUTS:
+        if cfg.get(key, 0.0):
+            raise ValueError(f"unsupported gpt_neox config: {key}={cfg[key]} (our model has no dropout)")
+    # RoPE: transformers >= 5 writes rope_parameters; older versions rotary_pct / rotary_emb_base (and some
+    # partial_rotary_factor / rope_theta too) with rope_scaling for non-default RoPE
+    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    kind = rope.get("rope_type", rope.get("type", "default"))
+    if kind != "default":
+        raise ValueError(f"unsupported gpt_neox config: rope type {kind!r} (only the default RoPE)")
+    pct = _single(
+        "the rotary fraction",
+        [rope.get("partial_rotary_factor"), cfg.get("partial_rotary_factor"), cfg.get("rotary_pct")],
+        0.25,
+    )
+    base = _single(
+        "the rotary base", [rope.get("rope_theta"), cfg.get("rope_theta"), cfg.get("rotary_emb_base")], 10000.0
+    )
+    rot = int(d_head * pct)  # transformers' rotary_ndims; it rounds an odd count up, ours down
+    if rot % 2:
+        raise ValueError(f"unsupported gpt_neox config: rotary dims per head int({d_head} * {pct}) = {rot} is odd")
+    kwargs = {
+        "d_model": d_model,
+        "n_layers": cfg["num_hidden_layers"],
+        "n_heads": n_heads,
+        "d_ff": cfg["intermediate_size"],
+        "pos": "rope",
+        "rotary_pct": float(pct),
+        "rotary_base": float(base),
+        "eps": float(cfg.get("layer_norm_eps", 1e-5)),
+        "parallel_residual": bool(cfg.get("use_parallel_residual", True)),
+        "attention_bias": bool(cfg.get("attention_bias", True)),
+        "tie_embeddings": bool(cfg.get("tie_word_embeddings", False)),
+    }
+    # max_position_embeddings: transformers does not enforce it for GPT-NeoX (RoPE is computed for any position)
+    return "pythia", kwargs
+
+
+def _gpt_neox_weights(hf: dict[str, Tensor], kwargs: dict[str, Any]) -> dict[str, Tensor]:
+    out = {}
+    for k, v in hf.items():
+        if k.endswith((".attention.bias", ".attention.masked_bias", "rotary_emb.inv_freq")):
+            continue  # buffers older transformers saved: the causal mask, its fill value, RoPE frequencies
+        if k in ("embed_out.weight", "lm_head.weight"):  # transformers < 5 and its files; >= 5 in memory
+            if not kwargs["tie_embeddings"]:
+                out["embed_out.weight"] = v
+            continue
+        out[k.removeprefix("gpt_neox.")] = v  # embed_in, layers.{i}.*, final_layer_norm: the same names
+    return out
+
+
+CONVERTERS: dict[str, Converter] = {
+    "mamba": Converter(_mamba_config, _mamba_weights),
+    "gpt_neox": Converter(_gpt_neox_config, _gpt_neox_weights),
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# reading the folder
+
+
+def _folder(path: str | Path) -> Path:
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    if not (folder / "config.json").is_file():
+        if not path.exists():
+            raise FileNotFoundError(f"no Hugging Face checkpoint at {path}: the path does not exist")
+        raise FileNotFoundError(f"no Hugging Face checkpoint at {path}: no config.json in {folder}")
+    return folder
+
+
+def _read_config(folder: Path) -> dict[str, Any]:
+    try:
+        cfg = json.loads((folder / "config.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"unreadable {folder / 'config.json'}: {type(e).__name__}: {e}") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"unreadable {folder / 'config.json'}: not a JSON object")
+    return cfg
+
+
+def _load_one(file: Path) -> dict[str, Tensor]:
+    if file.suffix == ".safetensors":
+        return load_file(file)
+    return torch.load(file, map_location="cpu", weights_only=True)
+
+
+def read_weights(folder: Path) -> dict[str, Tensor]:
+    """All tensors of the checkpoint in ``folder``, by their Hugging Face names; safetensors preferred."""
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / name).is_file():
+            return _load_one(folder / name)
+        index = folder / f"{name}.index.json"
+        if index.is_file():
+            try:
+                shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+                raise ValueError(f"unreadable {index}: {type(e).__name__}: {e}") from None
+            state: dict[str, Tensor] = {}
+            for shard in shards:
+                state.update(_load_one(folder / shard))
+            return state
+    raise FileNotFoundError(
+        f"no weights in {folder}: expected model.safetensors, pytorch_model.bin or a sharded *.index.json"
+    )
+
+
+def _check_keys(ours: dict[str, Tensor], model: SequenceModel, where: str) -> None:
+    want = model.state_dict()
+    missing, unexpected = sorted(set(want) - set(ours)), sorted(set(ours) - set(want))
+    wrong = [f"{k} {tuple(v.shape)} (want {tuple(want[k].shape)})" for k, v in ours.items()
+             if k in want and v.shape != want[k].shape]  # fmt: skip
+    problems = [
+        f"{label}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+        if keys
+    ]
+    if problems:
+        raise ValueError(f"weights in {where} do not fit its config.json: {'; '.join(problems)}")
+
+
+def load_hf(path_or_dir: str | Path, device: str | torch.device = "cpu") -> tuple[SequenceModel, str, dict[str, Any]]:
+    """A Hugging Face checkpoint folder (or a file in it) -> (our model, its arch, its kwargs). See the module doc."""
+    folder = _folder(path_or_dir)
+    cfg = _read_config(folder)
+    model_type = cfg.get("model_type")
+    if model_type not in CONVERTERS:
+        raise ValueError(
+            f"unsupported Hugging Face model_type {model_type!r} in {folder / 'config.json'} "
+            f"(supported: {', '.join(sorted(CONVERTERS))})"
+        )
+    conv = CONVERTERS[model_type]
+    try:
+        arch, kwargs = conv.config(cfg)
+        vocab_size = int(cfg["vocab_size"])
+    except KeyError as e:
+        raise ValueError(f"bad {model_type} config in {folder / 'config.json'}: missing {e}") from None
+    model = build_model(arch, vocab_size, kwargs)
+    state = conv.weights(read_weights(folder), kwargs)
+    _check_keys(state, model, str(folder))
+    model.load_state_dict(state, strict=True)  # copies into our fp32 parameters, whatever the file's dtype
+    return model.to(device).eval(), arch, kwargs
