@@ -76,3 +76,19 @@ def test_solve_prints_an_answer_and_a_verdict(capsys, ckpt):
     out = capsys.readouterr().out
     assert "answer:" in out and "verdict:" in out
     assert "input  [BOS] 1 2 + 3 4 =" in out  # the trace shows roles
+
+
+def test_compare_trains_each_model_resumes_and_writes_one_table(capsys, tmp_path):
+    out = tmp_path / "cmp"
+    argv = ["compare", "--models", "lstm", "gru", "--out", str(out), "--steps", "2", "--train-size", "2",
+            "--lengths", "2", "3", "--n-problems", "1", "--jobs", "2",
+            "--extra=--model.d-model", "--extra=8", "--extra=--batch-size", "--extra=2"]  # fmt: skip
+    assert main(argv) == 0
+    table = (out / "table.md").read_text()
+    assert "| lstm | 2→" in table and "| gru | 2→" in table
+    assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    stamp = (out / "lstm" / "eval" / "results.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(argv) == 0  # a rerun skips finished models
+    assert (out / "lstm" / "eval" / "results.json").stat().st_mtime_ns == stamp
+    assert "done in" not in capsys.readouterr().out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import sys
@@ -19,7 +20,7 @@ import torch
 import tyro
 
 from toolssm.checkpoint import CheckpointError, load_checkpoint
-from toolssm.evaluate import evaluate, format_table, plot_curves, save_results
+from toolssm.evaluate import evaluate, format_comparison, format_table, plot_curves, save_results
 from toolssm.tasks import get_task
 from toolssm.train import TrainConfig, resolve_device, train
 
@@ -165,8 +166,76 @@ def run_demo(cfg: DemoConfig) -> int:
     return 0
 
 
+@dataclass
+class CompareConfig:
+    """Train several architectures with the demo recipe and compare their length generalization (Figure 2)."""
+
+    models: tuple[str, ...] = ("lstm", "gru", "mamba", "pythia", "mistral")
+    """architectures (cpu presets), each trained like `toolssm demo --model NAME`"""
+    out: str = "runs/compare"
+    """one run folder per model under it; finished models are skipped on a rerun"""
+    jobs: int = 2
+    """models trained at once, one torch thread each"""
+    task: str = "addition"
+    train_size: int = 5
+    steps: int = 2500
+    seed: int = 0
+    lengths: tuple[str, ...] = DEFAULT_LENGTHS
+    n_problems: int = 20
+    extra: tuple[str, ...] = ()
+    """more `toolssm demo` flags for every model, e.g. --extra=--lr --extra=1e-3"""
+
+
+def run_compare(cfg: CompareConfig) -> int:
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    from toolssm.evaluate import LengthResult
+    from toolssm.models import model_names
+
+    for m in cfg.models:
+        if m not in model_names():
+            raise ValueError(f"unknown model {m!r} (choose from: {', '.join(model_names())})")
+    get_task(cfg.task)
+    out = Path(cfg.out)
+
+    def one(model: str) -> tuple[str, float]:
+        run = out / model
+        if (run / "eval" / "results.json").is_file():
+            return model, 0.0
+        argv = [sys.executable, "-m", "toolssm.cli", "demo", "--model", model, "--out", str(run), "--threads", "1",
+                "--task", cfg.task, "--train-size", str(cfg.train_size), "--steps", str(cfg.steps), "--seed",
+                str(cfg.seed), "--n-problems", str(cfg.n_problems), "--no-progress", "--lengths", *cfg.lengths,
+                *cfg.extra]  # fmt: skip
+        run.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        with (run / "demo.log").open("w") as log:
+            proc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        if proc.returncode != 0:
+            raise ValueError(f"{model} failed (exit {proc.returncode}); see {run / 'demo.log'}")
+        print(f"  {model}: done in {time.perf_counter() - t0:.0f}s", flush=True)
+        return model, time.perf_counter() - t0
+
+    print(f"comparing {', '.join(cfg.models)} on {cfg.task} (train <= {cfg.train_size}), {cfg.jobs} at a time")
+    with ThreadPoolExecutor(max(1, cfg.jobs)) as pool:
+        list(pool.map(one, cfg.models))
+    curves = {}
+    for m in cfg.models:
+        data = json.loads((out / m / "eval" / "results.json").read_text())
+        curves[m] = [LengthResult(**r) for r in data["results"]]
+    table = format_comparison(curves, train_size=cfg.train_size)
+    (out / "table.md").write_text(table + "\n")
+    png = plot_curves(curves, out / "accuracy.png", train_size=cfg.train_size,
+                      title=f"{cfg.task}: trained on size ≤ {cfg.train_size}")  # fmt: skip
+    print()
+    print(table)
+    print(f"\nwrote {out / 'table.md'} and {png}")
+    return 0
+
+
 COMMANDS = {
     "demo": (DemoConfig, run_demo),
+    "compare": (CompareConfig, run_compare),
     "train": (TrainConfig, run_train),
     "eval": (EvalConfig, run_eval),
     "solve": (SolveConfig, run_solve),
@@ -187,11 +256,12 @@ def _one_line(captured: str) -> str:
 def parse(argv: list[str]):
     if not argv or argv[0] not in COMMANDS:
         if argv and argv[0] in ("-h", "--help"):
-            print("usage: toolssm {demo,train,eval,solve} [--help] [FLAGS]\n\n"
-                  "  demo   train on short problems, then test on long ones (the paper's headline)\n"
-                  "  train  train a model on a task's expert trajectories\n"
-                  "  eval   evaluate a checkpoint over a grid of problem sizes\n"
-                  "  solve  solve one problem with a trained model and its tool")  # fmt: skip
+            print("usage: toolssm {demo,compare,train,eval,solve} [--help] [FLAGS]\n\n"
+                  "  demo     train on short problems, then test on long ones (the paper's headline)\n"
+                  "  compare  the demo for several architectures, one table and plot (Figure 2)\n"
+                  "  train    train a model on a task's expert trajectories\n"
+                  "  eval     evaluate a checkpoint over a grid of problem sizes\n"
+                  "  solve    solve one problem with a trained model and its tool")  # fmt: skip
             raise SystemExit(0)
         what = f"unknown command {argv[0]!r}" if argv else "missing command"
         raise ValueError(f"{what} (choose from: {', '.join(COMMANDS)})")

@@ -162,6 +162,18 @@ def format_table(results: Sequence[LengthResult], *, train_size: int, label: str
     return "\n".join([summary, *lines])
 
 
+def format_comparison(curves: dict[str, Sequence[LengthResult]], *, train_size: int) -> str:
+    """A markdown table: one row per model, the paper's n→m (p%) cell, then answer accuracy per size."""
+    specs = list(dict.fromkeys(r.spec for res in curves.values() for r in res))
+    head = "| model | n→m (p%) | " + " | ".join(specs) + " |"
+    lines = [head, "|" + "---|" * (len(specs) + 2)]
+    for label, res in curves.items():
+        by = {r.spec: r for r in res}
+        cells = [f"{by[s].answer_acc:.0%}" if s in by else "–" for s in specs]
+        lines.append(f"| {label} | {paper_cell(train_size, res)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot_curves(
     curves: dict[str, Sequence[LengthResult]], path: str | Path, *, train_size: int, title: str = ""
 ) -> Path:
