@@ -74,6 +74,12 @@ class ModelConfig:
     """sliding-window length: a token sees itself and the window-1 before it (mistral); default from the preset"""
     pos: str | None = None
     """position encoding, rope or nope (pythia, mistral); default from the preset"""
+    head_dim: int | None = None
+    """width of one head: SSM head (mamba2), key head (gated_deltanet); default from the preset"""
+    chunk: int | None = None
+    """chunk length of the chunked parallel form (mamba2, gated_deltanet); default from the preset"""
+    attn_every: int | None = None
+    """every attn_every-th layer, counted from the top, is attention, the rest Mamba (hybrid); default: preset"""
 
 
 @dataclass(frozen=True)

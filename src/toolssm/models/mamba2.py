@@ -1,0 +1,321 @@
+"""Mamba-2 (Dao & Gu, 2024, "Transformers are SSMs"): the SSD layer, a selective SSM with a scalar decay per head.
+
+The algorithm follows the paper and its reference "ssd_minimal" listing (state-spaces/mamba, Apache-2.0); the
+parameter names follow Hugging Face's Mamba2 (Apache-2.0) so that checkpoints could be loaded later. The code
+here is written anew for this package.
+
+    tokens -> embedding -> n_layers x [x + Mamba2Mixer(RMSNorm(x))  (+ optional x + MLP(RMSNorm(x)))]
+           -> RMSNorm -> LM head (tied to the embedding)
+
+Mamba2Mixer, per token (d_inner = expand * d_model = H * P heads of head_dim P, N = d_state, one group):
+
+    z, xBC, dt = in_proj(u)                       (d_inner,), (d_inner + 2N,), (H,)
+    xBC        = silu(causal depthwise conv(xBC)) kernel d_conv, its last d_conv-1 inputs are state
+    x, B, C    = xBC                              x: (H, P); B, C: (N,), shared by all heads
+    dt         = softplus(dt + dt_bias)           (H,), one step size per head
+    h          = exp(dt A) h + dt x B^T           h: (H, P, N); A = -exp(A_log) < 0, a SCALAR per head
+    y          = h C + D x                        (H, P)
+    out        = out_proj(RMSNorm(y * silu(z)))   gated RMSNorm over all of d_inner (norm after gate)
+
+The difference from Mamba-1 (mamba.py) is the scalar A: the decay exp(dt A) is the same for every (P, N)
+entry of a head's state, so the recurrence is a masked linear attention ("state space duality") and can be
+computed with matmuls. The chunked SSD algorithm, with chunks of L steps and a_t = dt_t A:
+
+    1. inside each chunk, the quadratic (attention-like) form:
+           y_t += sum_{s <= t in chunk} (C_t . B_s) exp(a_{s+1} + ... + a_t) dt_s x_s
+       the decays form an (L, L) lower-triangular matrix per head, exp(segsum(a));
+    2. each chunk's own contribution to the state at its end, from a zero start:
+           S_c = sum_s exp(a_{s+1} + ... + a_end) dt_s x_s B_s^T
+    3. a loop over chunks (not steps) passes the state on: h_c+1 = exp(a_1 + ... + a_end) h_c + S_c;
+    4. the state entering each chunk reaches its outputs: y_t += exp(a_first + ... + a_t) C_t h_c.
+
+Work is O(T L) for the quadratic part plus O(T N P / L) for the state passing. T need not be a multiple of L:
+the last chunk is padded with dt = 0, which contributes nothing and does not decay the state, so the final
+state is exact. An incoming state (prefill continuation) enters at step 3.
+
+Stability: the segment sums are summed directly (a masked cumsum along the rows of an (L, L) matrix) rather
+than formed as differences of one cumsum, which would cancel in fp32 once sum(a) over a chunk is large. Only
+exponentials of sums of a <= 0 are taken, so nothing overflows.
+
+The optional MLP: mamba_ssm's Mamba-2 configs can interleave a gated MLP after each mixer (``d_intermediate``);
+off by default (``d_ff=None``), as in the Mamba-2 language models. When on it is a SwiGLU (mistral.py's MLP).
+
+State (batch first, fixed size): conv (B, n_layers, d_inner + 2N, d_conv-1), ssm (B, n_layers, H, P, N)
+(Hugging Face's layout of the SSM state).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from toolssm.models.base import SequenceModel, State, register
+from toolssm.models.mamba import RMSNorm
+from toolssm.models.mistral import MLP
+
+# cpu: state per layer H * P * N = 8 * 16 * 16 = 2048 numbers, the same as the mamba and gated_deltanet cpu presets
+PRESETS = {
+    "cpu": {"d_model": 64, "n_layers": 2, "d_state": 16, "head_dim": 16, "expand": 2, "d_conv": 4, "d_ff": None,
+            "chunk": 64},
+    # Mamba-2 130M (state-spaces/mamba2-130m): 24 layers, d_model 768, d_state 128, headdim 64 (24 heads)
+    "paper": {"d_model": 768, "n_layers": 24, "d_state": 128, "head_dim": 64, "expand": 2, "d_conv": 4, "d_ff": None,
+              "chunk": 64},
+}  # fmt: skip
+
+CHUNK = 64
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the SSD scan
+
+
+def segsum(a: Tensor) -> Tensor:
+    """a (..., L) -> (..., L, L): out[..., t, s] = a[s+1] + ... + a[t] for s <= t (0 on the diagonal), -inf above.
+
+    Summed directly, a cumsum down each column of a masked copy, not as cumsum[t] - cumsum[s] (see the header).
+    """
+    L = a.shape[-1]
+    x = a[..., :, None].expand(*a.shape, L)  # (..., L, L): x[t, s] = a[t]
+    strict = torch.ones(L, L, dtype=torch.bool, device=a.device).tril(-1)  # (L, L): s < t
+    x = x.masked_fill(~strict, 0).cumsum(-2)  # (..., L, L): sum over s < r <= t
+    lower = torch.ones(L, L, dtype=torch.bool, device=a.device).tril()  # (L, L): s <= t
+    return x.masked_fill(~lower, -math.inf)  # (..., L, L)
+
+
+def to_chunks(x: Tensor, L: int) -> Tensor:
+    """x (B, T, H, ...) -> (B, H, n, L, ...), time zero-padded at the end to n * L steps."""
+    Bsz, T = x.shape[:2]
+    pad = (-T) % L
+    if pad:
+        x = torch.cat([x, x.new_zeros(Bsz, pad, *x.shape[2:])], 1)  # (B, n L, H, ...)
+    x = x.view(Bsz, (T + pad) // L, L, *x.shape[2:])  # (B, n, L, H, ...)
+    return x.movedim(3, 1)  # (B, H, n, L, ...)
+
+
+def from_chunks(y: Tensor, T: int) -> Tensor:
+    """y (B, H, n, L, ...) -> (B, T, H, ...), the padding dropped."""
+    y = y.movedim(1, 3)  # (B, n, L, H, ...)
+    return y.reshape(y.shape[0], -1, *y.shape[3:])[:, :T]  # (B, T, H, ...)
+
+
+def ssd_chunked(
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None = None, chunk: int = CHUNK
+) -> tuple[Tensor, Tensor]:
+    """The SSD recurrence h_t = exp(dt_t A) h_{t-1} + dt_t x_t B_t^T, y_t = h_t C_t, over a sequence, chunked.
+
+    x (B, T, H, P); dt (B, T, H) > 0; A (H,) < 0; B, C (B, T, N); h0 (B, H, P, N) or None (zeros)
+    -> y (B, T, H, P) (without the D skip), the state after the last step (B, H, P, N).
+    """
+    Bsz, T, H, P = x.shape
+    L = max(1, min(chunk, T))  # a short sequence is one short chunk, not one padded chunk
+    a = to_chunks(dt * A, L)  # (B, H, n, L): log-decay per step, <= 0; padding 0
+    xdt = to_chunks(x * dt[..., None], L)  # (B, H, n, L, P); padding 0
+    Bc = to_chunks(B[:, :, None], L)  # (B, 1, n, L, N)
+    Cc = to_chunks(C[:, :, None], L)  # (B, 1, n, L, N)
+    n = a.shape[2]
+
+    decay = torch.exp(segsum(a))  # (B, H, n, L, L): exp(a_{s+1} + ... + a_t), 0 above the diagonal
+    # 1. intra-chunk: y_t = sum_s (C_t . B_s) decay[t, s] dt_s x_s
+    CB = Cc @ Bc.transpose(-1, -2)  # (B, 1, n, L, L)
+    y = (CB * decay) @ xdt  # (B, H, n, L, P)
+    # 2. each chunk's state at its end from a zero start: sum_s decay[end, s] dt_s x_s B_s^T
+    to_end = decay[..., -1, :]  # (B, H, n, L)
+    S = (xdt * to_end[..., None]).transpose(-1, -2) @ Bc  # (B, H, n, P, N)
+    # 3. pass the state across chunks
+    from_start = torch.exp(a.cumsum(-1))  # (B, H, n, L): exp(a_first + ... + a_t)
+    whole = from_start[..., -1]  # (B, H, n): the decay over a whole chunk
+    h = x.new_zeros(Bsz, H, P, B.shape[-1]) if h0 is None else h0  # (B, H, P, N)
+    starts = []
+    for c in range(n):  # a Python loop over chunks, not steps
+        starts.append(h)
+        h = whole[:, :, c, None, None] * h + S[:, :, c]  # (B, H, P, N)
+    h_in = torch.stack(starts, 2)  # (B, H, n, P, N): the state entering each chunk
+    # 4. the entering state's contribution: exp(a_first + ... + a_t) C_t h_in
+    y = y + (Cc @ h_in.transpose(-1, -2)) * from_start[..., None]  # (B, H, n, L, P)
+    return from_chunks(y, T), h  # (B, T, H, P), (B, H, P, N)
+
+
+def ssd_step(
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """One step. x (B, H, P); dt (B, H); A (H,); B, C (B, N); h (B, H, P, N) or None -> y (B, H, P), h."""
+    dBx = (x * dt[..., None])[..., None] * B[:, None, None, :]  # (B, H, P, N)
+    h = dBx if h is None else torch.exp(dt * A)[..., None, None] * h + dBx  # (B, H, P, N)
+    y = (h @ C[:, None, :, None])[..., 0]  # (B, H, P)
+    return y, h
+
+
+# ----------------------------------------------------------------------------------------------------------
+# modules
+
+
+class GatedRMSNorm(nn.Module):
+    """RMSNorm(x * silu(z)) * weight: Mamba-2's output norm (gate before the norm), over the last dim."""
+
+    def __init__(self, d: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, x: Tensor, z: Tensor) -> Tensor:  # (..., d) x2 -> (..., d)
+        x = x * F.silu(z)
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class Mamba2Mixer(nn.Module):
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int,
+        head_dim: int,
+        expand: int,
+        d_conv: int,
+        chunk: int = CHUNK,
+        A_init_range: tuple[float, float] = (1.0, 16.0),
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        dt_init_floor: float = 1e-4,
+    ):
+        super().__init__()
+        self.d_inner = d_inner = expand * d_model
+        if d_inner % head_dim:
+            raise ValueError(f"d_inner = expand * d_model = {d_inner} is not a multiple of head_dim={head_dim}")
+        self.n_heads = n_heads = d_inner // head_dim
+        self.head_dim = head_dim
+        self.d_state, self.d_conv, self.chunk = d_state, d_conv, chunk
+        self.conv_dim = conv_dim = d_inner + 2 * d_state
+
+        self.in_proj = nn.Linear(d_model, 2 * d_inner + 2 * d_state + n_heads, bias=False)  # z, xBC, dt
+        self.conv1d = nn.Conv1d(conv_dim, conv_dim, d_conv, groups=conv_dim)  # unpadded: the state gives the past
+        self.dt_bias = nn.Parameter(torch.empty(n_heads))
+        self.A_log = nn.Parameter(torch.empty(n_heads))
+        self.D = nn.Parameter(torch.ones(n_heads))
+        self.norm = GatedRMSNorm(d_inner)
+        self.out_proj = nn.Linear(d_inner, d_model, bias=False)
+
+        with torch.no_grad():  # as mamba_ssm's Mamba2
+            # dt_bias = softplus^-1(dt), dt log-uniform in [dt_min, dt_max]
+            dt = torch.exp(torch.rand(n_heads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+            dt = dt.clamp(min=dt_init_floor)  # (H,)
+            self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+            self.A_log.copy_(torch.log(torch.empty(n_heads).uniform_(*A_init_range)))  # A in -[1, 16]
+
+    def _split(self, zxbcdt: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # (..., 2Di + 2N + H)
+        return zxbcdt.split([self.d_inner, self.conv_dim, self.n_heads], -1)  # (..., Di), (..., Dc), (..., H)
+
+    def _ssm_inputs(self, xBC: Tensor, dt: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """xBC (..., Dc) after the conv; dt (..., H) raw -> x (..., H, P), dt (..., H), A (H,), B, C (..., N)."""
+        x, B, C = xBC.split([self.d_inner, self.d_state, self.d_state], -1)  # (..., Di), (..., N) x2
+        x = x.unflatten(-1, (self.n_heads, self.head_dim))  # (..., H, P)
+        return x, F.softplus(dt + self.dt_bias), -torch.exp(self.A_log), B, C  # ..., (..., H), (H,), ...
+
+    def forward(self, u: Tensor, conv: Tensor | None, h: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """u (B, T, d_model); conv (B, Dc, d_conv-1) or None; h (B, H, P, N) or None -> out, conv, h."""
+        Bsz, T, _ = u.shape
+        z, xBC, dt = self._split(self.in_proj(u))  # (B, T, Di), (B, T, Dc), (B, T, H)
+        if conv is None:
+            conv = u.new_zeros(Bsz, self.conv_dim, self.d_conv - 1)  # (B, Dc, K-1)
+        xc = torch.cat([conv, xBC.transpose(1, 2)], 2)  # (B, Dc, K-1+T)
+        conv = xc[:, :, T:]  # (B, Dc, K-1): the last d_conv-1 inputs
+        xBC = F.silu(F.conv1d(xc, self.conv1d.weight, self.conv1d.bias, groups=self.conv_dim))  # (B, Dc, T)
+        x, dt, A, B, C = self._ssm_inputs(xBC.transpose(1, 2), dt)  # (B, T, H, P), (B, T, H), (H,), (B, T, N) x2
+        y, h = ssd_chunked(x, dt, A, B, C, h, self.chunk)  # (B, T, H, P), (B, H, P, N)
+        y = (y + self.D[:, None] * x).flatten(2)  # (B, T, Di)
+        return self.out_proj(self.norm(y, z)), conv, h  # (B, T, d_model)
+
+    def step(self, u: Tensor, conv: Tensor | None, h: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """u (B, d_model); conv (B, Dc, d_conv-1) or None; h (B, H, P, N) or None -> out, conv, h."""
+        z, xBC, dt = self._split(self.in_proj(u))  # (B, Di), (B, Dc), (B, H)
+        if conv is None:
+            conv = u.new_zeros(u.shape[0], self.conv_dim, self.d_conv - 1)  # (B, Dc, K-1)
+        window = torch.cat([conv, xBC[:, :, None]], 2)  # (B, Dc, K)
+        xBC = F.silu((window * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias)  # (B, Dc)
+        x, dt, A, B, C = self._ssm_inputs(xBC, dt)  # (B, H, P), (B, H), (H,), (B, N) x2
+        y, h = ssd_step(x, dt, A, B, C, h)  # (B, H, P), (B, H, P, N)
+        y = (y + self.D[:, None] * x).flatten(1)  # (B, Di)
+        return self.out_proj(self.norm(y, z)), window[:, :, 1:], h  # (B, d_model)
+
+
+class Block(nn.Module):
+    """x + mixer(norm(x)), then, if d_ff is set, x + mlp(norm2(x)) (mamba_ssm's Block names)."""
+
+    def __init__(self, d_model: int, d_ff: int | None, **mixer_kwargs):
+        super().__init__()
+        self.norm = RMSNorm(d_model)
+        self.mixer = Mamba2Mixer(d_model, **mixer_kwargs)
+        self.norm2 = None if d_ff is None else RMSNorm(d_model)
+        self.mlp = None if d_ff is None else MLP(d_model, d_ff)
+
+    def _mlp(self, x: Tensor) -> Tensor:  # (..., d_model) -> (..., d_model)
+        return x if self.mlp is None else x + self.mlp(self.norm2(x))
+
+    def forward(self, x: Tensor, conv: Tensor | None, h: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        y, conv, h = self.mixer(self.norm(x), conv, h)  # (B, T, d_model)
+        return self._mlp(x + y), conv, h
+
+    def step(self, x: Tensor, conv: Tensor | None, h: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        y, conv, h = self.mixer.step(self.norm(x), conv, h)  # (B, d_model)
+        return self._mlp(x + y), conv, h
+
+
+@register("mamba2", PRESETS)
+class Mamba2(SequenceModel):
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int,
+        n_layers: int,
+        d_state: int = 128,
+        head_dim: int = 64,
+        expand: int = 2,
+        d_conv: int = 4,
+        d_ff: int | None = None,
+        chunk: int = CHUNK,
+        tie_embeddings: bool = True,
+    ):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, d_model)
+        nn.init.normal_(self.embed.weight, std=0.02)
+        mixer = {"d_state": d_state, "head_dim": head_dim, "expand": expand, "d_conv": d_conv, "chunk": chunk}
+        self.layers = nn.ModuleList(Block(d_model, d_ff, **mixer) for _ in range(n_layers))
+        self.norm_f = RMSNorm(d_model)
+        self.head = None if tie_embeddings else nn.Linear(d_model, vocab_size, bias=False)
+        with torch.no_grad():
+            # mamba_ssm: scale each residual branch's output by 1/sqrt(residuals per layer * n_layers)
+            s = math.sqrt((1 if d_ff is None else 2) * n_layers)
+            for layer in self.layers:
+                layer.mixer.out_proj.weight /= s
+                if layer.mlp is not None:
+                    layer.mlp.down_proj.weight /= s
+
+    def _logits(self, x: Tensor) -> Tensor:  # (..., d_model) -> (..., V)
+        x = self.norm_f(x)
+        return F.linear(x, self.embed.weight) if self.head is None else self.head(x)
+
+    @staticmethod
+    def _split(state: State | None, i: int) -> tuple[Tensor | None, Tensor | None]:
+        if state is None:
+            return None, None
+        conv, ssm = state  # (B, L, Dc, K-1), (B, L, H, P, N)
+        return conv[:, i], ssm[:, i]  # (B, Dc, K-1), (B, H, P, N)
+
+    def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        x = self.embed(tokens)  # (B, T, d_model)
+        convs, hs = [], []
+        for i, layer in enumerate(self.layers):
+            x, conv, h = layer(x, *self._split(state, i))  # (B, T, d_model), (B, Dc, K-1), (B, H, P, N)
+            convs.append(conv)
+            hs.append(h)
+        return self._logits(x), (torch.stack(convs, 1), torch.stack(hs, 1))  # (B, T, V); (B, L, Dc, K-1), ...
+
+    def step(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        x = self.embed(tokens)  # (B, d_model)
+        convs, hs = [], []
+        for i, layer in enumerate(self.layers):
+            x, conv, h = layer.step(x, *self._split(state, i))  # (B, d_model), (B, Dc, K-1), (B, H, P, N)
+            convs.append(conv)
+            hs.append(h)
+        return self._logits(x), (torch.stack(convs, 1), torch.stack(hs, 1))  # (B, V); (B, L, Dc, K-1), ...
