@@ -31,6 +31,8 @@ class TrainConfig:
     """task name"""
     train_size: int = 5
     """largest problem size seen in training (digits for addition)"""
+    mix: tuple[str, ...] = ()
+    """auxiliary tasks as task:weight, e.g. addition:0.33: that fraction of each batch comes from the task"""
     model: ModelConfig = field(default_factory=ModelConfig)
     steps: int = 2500
     batch_size: int = 32
@@ -57,6 +59,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         get_task(self.task)  # raises on an unknown task
+        parse_mix(self)
         resolve(self.model)
         for name in ("train_size", "steps", "batch_size", "save_every", "log_every"):
             if getattr(self, name) < 1:
@@ -92,9 +95,43 @@ def collate(trajs: list[Trajectory], vocab: Vocab) -> tuple[torch.Tensor, torch.
     return tokens, mask
 
 
+def parse_mix(cfg: TrainConfig) -> list[tuple[Task, float]]:
+    """The auxiliary tasks and their batch fractions, from ``cfg.mix`` entries ``task:weight``."""
+    mix = []
+    for entry in cfg.mix:
+        name, _, w = entry.rpartition(":")
+        try:
+            weight = float(w)
+        except ValueError:
+            weight = -1.0
+        if not name or not 0 < weight < 1 or name == cfg.task or name in [t.name for t, _ in mix]:
+            raise ValueError(f"bad mix entry {entry!r}: expected task:weight, 0 < weight < 1, one per auxiliary task")
+        mix.append((get_task(name), weight))
+    if sum(w for _, w in mix) >= 1:
+        raise ValueError(f"bad mix {' '.join(cfg.mix)}: the weights must sum to less than 1")
+    return mix
+
+
+def mixed_vocab(task: Task, mix: list[tuple[Task, float]]) -> Vocab:
+    """The primary task's vocabulary, then every auxiliary task's new tokens."""
+    return Vocab([*task.vocab().tokens, *(t for aux, _ in mix for t in aux.vocab().tokens)])
+
+
 def make_batch(task: Task, vocab: Vocab, cfg: TrainConfig, step: int) -> tuple[torch.Tensor, torch.Tensor]:
     rng = random.Random(f"{cfg.seed}:{step}")  # a string seed is hashed deterministically
-    return collate([task.demonstrate(task.sample(rng, cfg.train_size)) for _ in range(cfg.batch_size)], vocab)
+    mix = parse_mix(cfg)
+    trajs = []
+    for _ in range(cfg.batch_size):
+        t = task
+        if mix:  # one more draw picks the task (so with no mix, the batches are what they always were)
+            u = rng.random()
+            for aux, weight in mix:
+                if u < weight:
+                    t = aux
+                    break
+                u -= weight
+        trajs.append(t.demonstrate(t.sample(rng, cfg.train_size)))
+    return collate(trajs, vocab)
 
 
 def masked_loss(model: SequenceModel, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -111,7 +148,7 @@ def train(cfg: TrainConfig) -> Path:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     task = get_task(cfg.task)
-    vocab = task.vocab()
+    vocab = mixed_vocab(task, parse_mix(cfg))
     model_kwargs = resolve(cfg.model)
     out = Path(cfg.out)
 
@@ -121,8 +158,9 @@ def train(cfg: TrainConfig) -> Path:
     start = 0
     if cfg.resume and any((out / d / "config.json").is_file() for d in ("checkpoint", "checkpoint.prev")):
         loaded = load_checkpoint(out, device)
-        if loaded.task != cfg.task or loaded.arch != cfg.model.arch or loaded.config["model"] != model_kwargs:
-            raise ValueError(f"cannot resume {out}: its task/model differ from this config")
+        theirs = (loaded.task, loaded.arch, loaded.config["model"], loaded.vocab)
+        if theirs != (cfg.task, cfg.model.arch, model_kwargs, vocab):
+            raise ValueError(f"cannot resume {out}: its task/model/vocabulary differ from this config")
         model.load_state_dict(loaded.model.state_dict())
         state = load_train_state(find_checkpoint(out))
         opt.load_state_dict(state["optimizer"])
