@@ -36,6 +36,14 @@ stay in the CPU cache, so a short chunk is fastest here: a training step of the 
 quarter of the time of one scan over the whole sequence at once. On a GPU a longer chunk would mean fewer
 kernel launches (untested; pass ``chunk``).
 
+Which scan runs. `selective_scan` below is the reference. For CPU float32 tensors the blocks use instead the
+fused numba kernel of toolssm.models.scan_cpu: the same results up to fp32 rounding, no (B, T, d_inner, N)
+tensor at all, and a training step of the cpu preset (B=32, T=240, 1 thread) about 3x faster. Anything else
+(a GPU, float64) and any run without numba installed use the reference. ``SCAN = "torch"`` here, or
+``Mamba(..., scan="torch")``, forces the reference; ``"fused"`` insists on the kernel. Decoding (`step`)
+is the same in both: selective_step below (a fused numba step was no faster: its call overhead is as large
+as the few tensor operations it would replace).
+
 State (batch first, fixed size): conv (B, n_layers, d_inner, d_conv-1), ssm (B, n_layers, d_inner, d_state).
 """
 
@@ -55,6 +63,9 @@ PRESETS = {
 }
 
 CHUNK = 8  # scan chunk length: on 1 CPU thread (B=32, T=240) 4 to 8 is fastest, 16 +20%, 64 +150%
+
+SCAN = "auto"  # auto: the fused kernel for CPU float32 when numba is there, else the reference; torch; fused
+SCANS = ("auto", "torch", "fused")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -162,6 +173,28 @@ def selective_scan(
     return _SelectiveScan.apply(x, dt, A, B, C, D, h0, max(1, chunk))
 
 
+def selective_scan_auto(
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, h0: Tensor | None = None,
+    chunk: int = CHUNK, impl: str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """selective_scan's contract, by device: the fused CPU kernel (toolssm.models.scan_cpu) for CPU float32
+    tensors, the PyTorch reference otherwise. impl: auto (default: the module's SCAN), torch (the reference
+    always) or fused (the kernel, an error if it cannot run). chunk: the reference's chunk length."""
+    impl = SCAN if impl is None else impl
+    if impl not in SCANS:
+        raise ValueError(f"unknown scan {impl!r} (choose from: {', '.join(SCANS)})")
+    if impl != "torch":
+        from toolssm.models import scan_cpu  # numba itself is imported there on first use
+
+        if scan_cpu.supports(x, dt, A, B, C, D, h0):
+            return scan_cpu.selective_scan_cpu(x, dt, A, B, C, D, h0)
+        if impl == "fused":
+            raise RuntimeError(
+                f"the fused scan needs numba installed, CPU float32 tensors and d_state <= {scan_cpu.MAX_STATE}"
+            )
+    return selective_scan(x, dt, A, B, C, D, h0, chunk)
+
+
 def selective_step(
     x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, h: Tensor | None
 ) -> tuple[Tensor, Tensor]:
@@ -196,6 +229,7 @@ class MambaBlock(nn.Module):
         expand: int,
         n_layers: int,
         chunk: int = CHUNK,
+        scan: str | None = None,
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
         dt_init_floor: float = 1e-4,
@@ -205,6 +239,9 @@ class MambaBlock(nn.Module):
         super().__init__()
         self.d_inner = d_inner = expand * d_model
         self.d_state, self.d_conv, self.chunk = d_state, d_conv, chunk
+        if scan is not None and scan not in SCANS:
+            raise ValueError(f"unknown scan {scan!r} (choose from: {', '.join(SCANS)})")
+        self.scan = scan  # None: the module's SCAN at call time
         self.dt_rank = dt_rank = dt_rank or math.ceil(d_model / 16)
 
         self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=bias)
@@ -244,7 +281,7 @@ class MambaBlock(nn.Module):
         x = x.transpose(1, 2)  # (B, T, Di)
         dt, B, C = self._ssm_params(x)  # (B, T, Di), (B, T, N), (B, T, N)
         A = -torch.exp(self.A_log)  # (Di, N)
-        y, h = selective_scan(x, dt, A, B, C, self.D, h, self.chunk)  # (B, T, Di), (B, Di, N)
+        y, h = selective_scan_auto(x, dt, A, B, C, self.D, h, self.chunk, self.scan)  # (B, T, Di), (B, Di, N)
         return self.out_proj(y * F.silu(z)), conv, h  # (B, T, d_model)
 
     def step(self, u: Tensor, conv: Tensor | None, h: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -290,13 +327,14 @@ class Mamba(SequenceModel):
         eps: float = 1e-5,
         dt_rank: int | None = None,
         bias: bool = False,
+        scan: str | None = None,
     ):
         """eps: the RMSNorms' epsilon; dt_rank: default ceil(d_model/16); bias: in_proj and out_proj biases
         (Hugging Face's use_bias). These three exist for loading other checkpoints (models/hf.py)."""
         super().__init__()
         self.embed = nn.Embedding(vocab_size, d_model)
         nn.init.normal_(self.embed.weight, std=0.02)
-        block = dict(d_state=d_state, d_conv=d_conv, expand=expand, n_layers=n_layers, chunk=chunk)
+        block = dict(d_state=d_state, d_conv=d_conv, expand=expand, n_layers=n_layers, chunk=chunk, scan=scan)
         self.layers = nn.ModuleList(
             ResidualBlock(d_model, eps, dt_rank=dt_rank, bias=bias, **block) for _ in range(n_layers)
         )
