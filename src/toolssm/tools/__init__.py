@@ -2,5 +2,6 @@
 
 from toolssm.tools.base import ERR, Tool
 from toolssm.tools.pointer import EDGE, PointerMemory
+from toolssm.tools.search import SearchMemory
 
-__all__ = ["EDGE", "ERR", "PointerMemory", "Tool"]
+__all__ = ["EDGE", "ERR", "PointerMemory", "SearchMemory", "Tool"]
