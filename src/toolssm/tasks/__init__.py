@@ -1,6 +1,13 @@
 """Tasks: a seeded generator, an expert trajectory, and a verifier each."""
 
-from toolssm.tasks import addition, addition_ablations, multiplication, subtraction  # noqa: F401  (registers)
+from toolssm.tasks import (  # noqa: F401  (registers)
+    addition,
+    addition_ablations,
+    hanoi,
+    logic_graph,
+    multiplication,
+    subtraction,
+)
 from toolssm.tasks.base import Task, Verdict, get_task, register, task_names
 
 __all__ = ["Task", "Verdict", "get_task", "register", "task_names"]

@@ -3,5 +3,6 @@
 from toolssm.tools.base import ERR, Tool
 from toolssm.tools.calculator import CALC, Calculator
 from toolssm.tools.pointer import EDGE, PointerMemory
+from toolssm.tools.search import SearchMemory
 
-__all__ = ["CALC", "EDGE", "ERR", "Calculator", "PointerMemory", "Tool"]
+__all__ = ["CALC", "EDGE", "ERR", "Calculator", "PointerMemory", "SearchMemory", "Tool"]
