@@ -31,8 +31,9 @@ def child(args) -> None:
     torch.set_num_threads(1)
     loaded = load_or_exit(args.checkpoint)
     task = get_task(loaded.task)
-    rng = random.Random(f"bench:{args.digits}")
-    problems = [task.sample_eval(rng, str(args.digits)) for _ in range(args.batch)]
+    digits = args.digits[0]
+    rng = random.Random(f"bench:{digits}")
+    problems = [task.sample_eval(rng, str(digits)) for _ in range(args.batch)]
     episodes = [task.episode(p, max_tokens=task.token_budget(p)) for p in problems]
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
@@ -40,7 +41,7 @@ def child(args) -> None:
     dt = time.perf_counter() - t0
     steps = max(r.n_tokens for r in results)  # the batch decodes in lock-step
     print(json.dumps({
-        "digits": args.digits,
+        "digits": digits,
         "correct": sum(task.verify(p, r.output).correct for p, r in zip(problems, results)),
         "steps": steps,
         "us_per_step": 1e6 * dt / steps,

@@ -3,7 +3,7 @@ import random
 import pytest
 
 from toolssm.locality import window_conflict
-from toolssm.protocol import ANS, EOS, Episode, Regime, Role
+from toolssm.protocol import ANS, EOS, Regime, Role
 from toolssm.tasks import get_task
 from toolssm.tools import CALC, ERR, Calculator
 from toolssm.tools.calculator import calculate
@@ -13,7 +13,7 @@ ABLATIONS = ["addition-direct", "addition-reversed", "addition-notool", "additio
 
 
 def replay(task, problem, trajectory):
-    ep = Episode(task.make_tool(), task.input_tokens(problem))
+    ep = task.episode(problem, record=True)
     ep.reset()
     for tok, role in zip(trajectory.tokens, trajectory.roles):
         if role not in (Role.INPUT, Role.OBSERVATION):
@@ -63,9 +63,10 @@ def test_notool_has_the_addition_experts_tokens_all_generated():
     p = addition.parse("4507+968")
     real = addition.demonstrate(p)
     notool = get_task("addition-notool").demonstrate(p)
-    assert notool.tokens == real.tokens
-    n_input = real.roles.count(Role.INPUT)
-    assert notool.roles[:n_input] == real.roles[:n_input]
+    n_input = notool.roles.count(Role.INPUT)
+    assert notool.tokens[:n_input] == ["[BOS]", *addition.input_tokens(p)]  # the ablation reads the input...
+    assert notool.tokens[n_input:] == real.tokens[1:]  # ...then has the tool expert's tokens, all generated
+    assert set(notool.roles[:n_input]) == {Role.INPUT}
     gen = notool.roles[n_input:]
     assert Role.COMMAND not in gen and Role.OBSERVATION not in gen
     assert all(m for m in notool.loss_mask()[n_input:])  # the model is trained to predict every read

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from toolssm.protocol import Episode, Role
+from toolssm.protocol import Role
 from toolssm.tasks import get_task
 from toolssm.tasks.addition import add_decimal
 
@@ -11,7 +11,7 @@ task = get_task("addition")
 
 def replay(problem, trajectory):
     """Feed the expert's generated tokens to a fresh episode; return the replayed trajectory."""
-    ep = Episode(task.make_tool(), task.input_tokens(problem))
+    ep = task.episode(problem, record=True)
     ep.reset()
     for tok, role in zip(trajectory.tokens, trajectory.roles):
         if role not in (Role.INPUT, Role.OBSERVATION):
@@ -89,3 +89,10 @@ def test_expert_policy_is_local_every_loop_has_its_own_pointer():
     after = [t for t, r in zip(traj.tokens[ans:], traj.roles[ans:]) if r == Role.COMMAND]
     assert after and all(c.startswith("[p3.") for c in after)
     assert not any(c.startswith("[p3.") for c in cmds[: len(cmds) - len(after)])
+
+
+def test_the_model_never_reads_the_input_only_the_pointers_do():
+    """Nothing the model consumes grows with the input: its context starts with [BOS] alone."""
+    traj = task.demonstrate(task.parse("5" * 300 + "+7"))
+    assert [t for t, r in zip(traj.tokens, traj.roles) if r == Role.INPUT] == ["[BOS]"]
+    assert traj.tokens[1] == "[p1.init]"

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from toolssm.protocol import ANS, Episode, Role
+from toolssm.protocol import ANS, Role
 from toolssm.tasks import get_task
 from toolssm.tasks.hanoi import (
     HanoiProblem,
@@ -18,7 +18,7 @@ VARIANTS = ["hanoi", "hanoi-recursive", "hanoi-paper"]
 
 def replay(task, problem, trajectory):
     """Feed the expert's generated tokens to a fresh episode; return the replayed episode."""
-    ep = Episode(task.make_tool(), task.input_tokens(problem))
+    ep = task.episode(problem, record=True)
     ep.reset()
     for tok, role in zip(trajectory.tokens, trajectory.roles):
         if role not in (Role.INPUT, Role.OBSERVATION):

@@ -3,7 +3,7 @@ from collections import Counter
 
 import pytest
 
-from toolssm.protocol import ANS, Episode, Role
+from toolssm.protocol import ANS, Role
 from toolssm.tasks import get_task
 from toolssm.tasks.logic_graph import LogicGraphProblem, Node, evaluate_circuit, random_graph
 
@@ -12,7 +12,7 @@ task = get_task("logic-graph")
 
 def replay(problem, trajectory):
     """Feed the expert's generated tokens to a fresh episode; return the replayed episode."""
-    ep = Episode(task.make_tool(), task.input_tokens(problem))
+    ep = task.episode(problem, record=True)
     ep.reset()
     for tok, role in zip(trajectory.tokens, trajectory.roles):
         if role not in (Role.INPUT, Role.OBSERVATION):

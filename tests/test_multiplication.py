@@ -3,7 +3,7 @@ import random
 import pytest
 
 from toolssm.locality import window_conflict
-from toolssm.protocol import ANS, Episode, Regime, Role, Trajectory
+from toolssm.protocol import ANS, Regime, Role, Trajectory
 from toolssm.tasks import get_task
 from toolssm.tasks.multiplication import mul_decimal
 
@@ -12,7 +12,7 @@ x1, x2 = get_task("multiplication-x1"), get_task("multiplication-x2")
 
 def replay(task, problem, trajectory):
     """Feed the expert's generated tokens to a fresh episode; return the replayed episode."""
-    ep = Episode(task.make_tool(), task.input_tokens(problem))
+    ep = task.episode(problem, record=True)
     ep.reset()
     for tok, role in zip(trajectory.tokens, trajectory.roles):
         if role not in (Role.INPUT, Role.OBSERVATION):

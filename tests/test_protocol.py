@@ -73,3 +73,12 @@ def test_episode_assigns_roles_and_keeps_terminated_apart_from_truncated():
     assert [r.truncated for r in results] == [False, False, True]
     assert not results[-1].terminated
     assert ep.trajectory is None
+
+
+def test_the_input_can_live_in_the_tool_alone():
+    ep = Episode(PointerMemory(1), ["4", "2"], show_input=False)
+    assert ep.reset() == [BOS]  # the model starts from [BOS] alone
+    assert ep.tool.memory == ["4", "2"]  # ...while the tool holds the input
+    ep.step("[p1.init]")
+    assert ep.step("[p1.read]").observation == ["4"]
+    assert ep.trajectory.tokens[:1] == [BOS] and ep.trajectory.roles[0] == Role.INPUT

@@ -3,7 +3,7 @@ import random
 import pytest
 
 from toolssm.locality import window_conflict
-from toolssm.protocol import ANS, Episode, Regime, Role
+from toolssm.protocol import ANS, Regime, Role
 from toolssm.tasks import get_task
 from toolssm.tasks.subtraction import sub_decimal
 
@@ -11,7 +11,7 @@ task = get_task("subtraction")
 
 
 def replay(problem, trajectory):
-    ep = Episode(task.make_tool(), task.input_tokens(problem))
+    ep = task.episode(problem, record=True)
     ep.reset()
     for tok, role in zip(trajectory.tokens, trajectory.roles):
         if role not in (Role.INPUT, Role.OBSERVATION):

@@ -44,7 +44,8 @@ class EvalConfig:
     token_acc: bool = True
     """also measure teacher-forced token accuracy"""
     device: str = "auto"
-    threads: int = 0
+    threads: int = 1
+    """torch CPU threads for decoding: its per-token ops are tiny, so more threads only add overhead"""
     progress: bool = True
 
 
@@ -71,6 +72,8 @@ class DemoConfig(TrainConfig):
     """sizes to test after training"""
     n_problems: int = 20
     eval_batch_size: int = 32
+    eval_threads: int = 1
+    """torch CPU threads for the evaluation's decoding (training uses ``threads``)"""
 
 
 def _setup(threads: int) -> None:
@@ -111,6 +114,7 @@ def _report(results, out: Path, *, train_size: int, label: str, task: str, check
 
 
 def run_solve(cfg: SolveConfig) -> int:
+    _setup(1)  # decoding one token at a time: more threads only add overhead
     loaded = load_checkpoint(cfg.checkpoint, cfg.device)
     task = get_task(loaded.task)
     problem = task.parse(cfg.problem)
@@ -154,6 +158,7 @@ def run_demo(cfg: DemoConfig) -> int:
     ckpt = train(train_cfg)
     t_train = time.perf_counter() - t0
     print(f"trained in {t_train:.0f}s; checkpoint: {ckpt}")
+    _setup(cfg.eval_threads)
     loaded = load_checkpoint(ckpt, resolve_device(cfg.device))
     results = evaluate(
         loaded.model, task, loaded.vocab, cfg.lengths, n_problems=cfg.n_problems, seed=1234,

@@ -190,15 +190,16 @@ def plot_curves(
         (line,) = ax.plot(xs, [r.answer_acc for r in res], "o-", label=f"{label}: answer EM")
         ax.plot(xs, [r.trajectory_acc for r in res], "x--", color=line.get_color(), alpha=0.6,
                 label=f"{label}: trajectory EM")  # fmt: skip
-    ax.axvline(train_size, color="grey", ls=":", lw=1)
-    ax.text(train_size, 0.02, " train ≤", color="grey", fontsize=8, rotation=90, va="bottom")
+    ax.axvspan(1, train_size, color="grey", alpha=0.12, lw=0, label=f"training sizes (≤ {train_size})")
     ax.set_xscale("log")
+    sizes = [r.size for res in curves.values() for r in res] + [train_size]
+    ax.set_xlim(min(sizes) / 1.5, max(sizes) * 1.5)
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("problem size (log scale)")
     ax.set_ylabel("exact-match accuracy")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="lower left", framealpha=0.9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

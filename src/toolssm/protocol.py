@@ -167,7 +167,9 @@ class Step(NamedTuple):
 class Episode:
     """One problem being solved: routes each generated token to the tool or to memory and gives it a role.
 
-    ``reset()`` returns the tokens the model must read first ([BOS] and the input). Each ``step(token)``
+    ``reset()`` returns the tokens the model must read first: [BOS] and the input, or [BOS] alone when
+    ``show_input`` is off and the input lives only in the tool's memory (as on the tape of the paper's
+    Theorem 2.2 construction; see docs/design.md, "the input lives in the tool"). Each ``step(token)``
     takes one *generated* token and returns the observation tokens the model must read next (empty
     unless the token completed a tool command). The episode keeps the output stream; it keeps the full
     trajectory only when ``record`` is set, so a long rollout's memory does not grow with its length
@@ -182,9 +184,11 @@ class Episode:
         max_tokens: int | None = None,
         record: bool = True,
         answer_token: str = ANS,
+        show_input: bool = True,
     ):
         self.tool = tool
         self.input_tokens = list(input_tokens)
+        self.show_input = show_input
         self.max_tokens = max_tokens
         self.answer_token = answer_token
         self.trajectory: Trajectory | None = Trajectory() if record else None
@@ -199,7 +203,7 @@ class Episode:
         self.output.clear()
         self.n_generated = 0
         self.answering = self.terminated = self.truncated = False
-        first = [BOS, *self.input_tokens]
+        first = [BOS, *self.input_tokens] if self.show_input else [BOS]
         obs = self.tool.reset(self.input_tokens) if self.tool is not None else []
         if self.trajectory is not None:
             self.trajectory = Trajectory()

@@ -60,6 +60,7 @@ def add_decimal(a: str, b: str) -> str:
 class Addition(Task):
     name = "addition"
     symbols = (*DIGITS, "+", "=", *CARRY)
+    input_in_context = False  # the pointers read the input from memory; the model starts from [BOS]
 
     def make_tool(self) -> PointerMemory:
         return PointerMemory(n_pointers=3)

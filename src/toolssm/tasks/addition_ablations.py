@@ -27,6 +27,7 @@ class AdditionDirect(Addition):
     """Answer at once, most significant digit first. The expert computes the sum itself: no tool."""
 
     name = "addition-direct"
+    input_in_context = True  # the paper's ablation: the model reads the input
 
     def make_tool(self) -> None:
         return None
@@ -65,6 +66,7 @@ class AdditionNoTool(Addition):
     """
 
     name = "addition-notool"
+    input_in_context = True  # the paper's ablation: the model reads the input
     symbols = (*Addition.symbols, *PointerMemory(3).tokens)
 
     def make_tool(self) -> None:
@@ -93,6 +95,7 @@ class AdditionCalculator(Addition):
     """Single-turn: one ``[calc]`` command right after the input; copy its answer to the output."""
 
     name = "addition-calculator"
+    input_in_context = True  # the paper's ablation: the model reads the input
 
     def make_tool(self) -> Calculator:
         return Calculator()

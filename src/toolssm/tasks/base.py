@@ -32,6 +32,9 @@ class Task(ABC):
     name: ClassVar[str]
     #: tokens the task itself writes: input symbols, thought symbols, output symbols
     symbols: ClassVar[tuple[str, ...]]
+    #: whether the model reads the input as context. False: only the tool holds it (M_0 = input), and the
+    #: model starts from [BOS] alone, so nothing it consumes grows with the input (docs/design.md)
+    input_in_context: ClassVar[bool] = True
 
     # -- what a task must define ------------------------------------------------------------------
     @abstractmethod
@@ -84,7 +87,10 @@ class Task(ABC):
         return Vocab.build(self.symbols, tool.tokens if tool is not None else ())
 
     def episode(self, problem: Any, *, record: bool = False, max_tokens: int | None = None) -> Episode:
-        return Episode(self.make_tool(), self.input_tokens(problem), record=record, max_tokens=max_tokens)
+        return Episode(
+            self.make_tool(), self.input_tokens(problem), record=record, max_tokens=max_tokens,
+            show_input=self.input_in_context,
+        )  # fmt: skip
 
     def demonstrate(self, problem: Any) -> Trajectory:
         """The expert's full trajectory for ``problem``."""

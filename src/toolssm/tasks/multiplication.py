@@ -72,6 +72,7 @@ class Multiplication(Task):
 
     max_b: ClassVar[int]
     symbols = (*DIGITS, TIMES, "=", "+", *CARRY)
+    input_in_context = False  # the pointers read the input from memory; the model starts from [BOS]
 
     def make_tool(self) -> PointerMemory:
         return PointerMemory(n_pointers=3 if self.max_b == 1 else 6)

@@ -62,6 +62,7 @@ def _ordered(a: str, b: str) -> SubtractionProblem:
 class Subtraction(Task):
     name = "subtraction"
     symbols = (*DIGITS, "-", "=", *BORROW)
+    input_in_context = False  # the pointers read the input from memory; the model starts from [BOS]
 
     def make_tool(self) -> PointerMemory:
         return PointerMemory(n_pointers=3)
