@@ -92,3 +92,15 @@ def test_compare_trains_each_model_resumes_and_writes_one_table(capsys, tmp_path
     assert main(argv) == 0  # a rerun skips finished models
     assert (out / "lstm" / "eval" / "results.json").stat().st_mtime_ns == stamp
     assert "done in" not in capsys.readouterr().out
+
+
+def test_a_checkpoint_from_another_trajectory_layout_is_refused(capsys, ckpt, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(ckpt / "checkpoint", old)
+    cfg = json.loads((old / "config.json").read_text())
+    assert cfg["task_format"] == {"input_in_context": False}
+    del cfg["task_format"]  # as written before the field existed: the input was in context
+    (old / "config.json").write_text(json.dumps(cfg))
+    assert "retrain it" in one_line_error(capsys, ["solve", "--checkpoint", str(old), "1+2"])

@@ -61,6 +61,7 @@ def save_checkpoint(
     step: int,
     train_config: dict[str, Any] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
+    task_format: dict[str, Any] | None = None,
 ) -> Path:
     run_dir = Path(run_dir)
     final, tmp, prev = run_dir / "checkpoint", run_dir / "checkpoint.tmp", run_dir / "checkpoint.prev"
@@ -76,6 +77,7 @@ def save_checkpoint(
         "vocab": vocab.tokens,
         "step": step,
         "train": train_config or {},
+        "task_format": task_format or {},
     }
     (tmp / "config.json").write_text(json.dumps(config, indent=2))
     if optimizer is not None:
@@ -116,6 +118,22 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"corrupt checkpoint {ckpt}: unreadable weights ({first})") from None
     return Loaded(model.to(device).eval(), vocab, config, ckpt)
+
+
+def task_format(task) -> dict[str, Any]:
+    """What a checkpoint must agree on with the task to decode it: how the model's context is laid out."""
+    return {"input_in_context": task.input_in_context}
+
+
+def check_task_format(loaded: Loaded, task) -> None:
+    """Refuse a checkpoint trained on another trajectory layout than the task now has (it would decode
+    garbage). Checkpoints from before the field existed had the input in context."""
+    saved = {"input_in_context": True, **loaded.config.get("task_format", {})}
+    if saved != task_format(task):
+        raise CheckpointError(
+            f"checkpoint {loaded.path} was trained with task format {saved}, but task {task.name} now uses "
+            f"{task_format(task)}: retrain it"
+        )
 
 
 def load_train_state(ckpt: Path) -> dict[str, Any]:

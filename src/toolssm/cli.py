@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import tyro
 
-from toolssm.checkpoint import CheckpointError, load_checkpoint
+from toolssm.checkpoint import CheckpointError, check_task_format, load_checkpoint
 from toolssm.evaluate import evaluate, format_comparison, format_table, plot_curves, save_results
 from toolssm.tasks import get_task
 from toolssm.train import TrainConfig, resolve_device, train
@@ -88,6 +88,7 @@ def run_eval(cfg: EvalConfig) -> int:
     device = resolve_device(cfg.device)
     loaded = load_checkpoint(cfg.checkpoint, device)
     task = get_task(loaded.task)
+    check_task_format(loaded, task)
     for s in cfg.lengths:
         task.parse_spec(s)
     train_size = int(loaded.config.get("train", {}).get("train_size", 0)) or task.parse_spec(cfg.lengths[0])
@@ -117,6 +118,7 @@ def run_solve(cfg: SolveConfig) -> int:
     _setup(1)  # decoding one token at a time: more threads only add overhead
     loaded = load_checkpoint(cfg.checkpoint, cfg.device)
     task = get_task(loaded.task)
+    check_task_format(loaded, task)
     problem = task.parse(cfg.problem)
     from toolssm.rollout import rollout
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from toolssm.checkpoint import find_checkpoint, load_checkpoint, load_train_state, save_checkpoint
+from toolssm.checkpoint import find_checkpoint, load_checkpoint, load_train_state, save_checkpoint, task_format
 from toolssm.models import ModelConfig, SequenceModel, build_model, n_params, resolve
 from toolssm.protocol import PAD, Trajectory, Vocab
 from toolssm.tasks import Task, get_task
@@ -171,7 +171,7 @@ def train(cfg: TrainConfig) -> Path:
     def save(step: int) -> Path:
         return save_checkpoint(
             out, model, arch=cfg.model.arch, model_kwargs=model_kwargs, vocab=vocab, task=cfg.task,
-            step=step, train_config=asdict(cfg), optimizer=opt,
+            step=step, train_config=asdict(cfg), optimizer=opt, task_format=task_format(task),
         )  # fmt: skip
 
     log = (out / "log.jsonl").open("a")
