@@ -1,4 +1,4 @@
-"""Load a Hugging Face checkpoint folder (Mamba, GPT-NeoX/Pythia) into this package's models.
+"""Load a Hugging Face checkpoint folder (Mamba, Mamba-2, GPT-NeoX/Pythia) into this package's models.
 
     model, arch, kwargs = load_hf("path/to/state-spaces--mamba-1.4b-hf")
 
@@ -17,8 +17,8 @@ The returned ``arch`` and ``kwargs`` rebuild the same model with ``build_model(a
 ``save_checkpoint(..., arch=arch, model_kwargs=kwargs, ...)`` them like any other model. The model is fp32
 whatever the checkpoint's dtype, on ``device``, in eval mode.
 
-Adding an architecture (e.g. Mamba-2) is one more entry in ``CONVERTERS``: a function from the HF config to
-(arch, kwargs) and one that renames the HF weight names to ours.
+Adding an architecture is one more entry in ``CONVERTERS``: a function from the HF config to (arch, kwargs) and
+one that renames the HF weight names to ours.
 """
 
 from __future__ import annotations
@@ -119,6 +119,71 @@ def _mamba_weights(hf: dict[str, Tensor], kwargs: dict[str, Any]) -> dict[str, T
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Mamba-2 (transformers' Mamba2ForCausalLM)
+
+
+def _json_float(v: Any) -> float:
+    """A number from config.json: transformers >= 5 writes infinity as {"__float__": "Infinity"}, older versions
+    as the bare token Infinity (which json reads as inf)."""
+    if isinstance(v, dict) and set(v) == {"__float__"}:
+        v = v["__float__"]
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise TypeError(f"not a number: {v!r}")
+    return float(v)
+
+
+def _mamba2_config(cfg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    d_model = cfg["hidden_size"]
+    expand = cfg.get("expand", 2)
+    if int(expand) != expand:
+        raise ValueError(f"unsupported mamba2 config: expand={expand!r} (our d_inner is an integer multiple)")
+    d_inner = int(expand) * d_model
+    head_dim = cfg.get("head_dim", 64)
+    n_heads = cfg.get("num_heads", d_inner // head_dim)
+    if n_heads * head_dim != d_inner:
+        raise ValueError(
+            f"bad mamba2 config: num_heads * head_dim = {n_heads} * {head_dim} != expand * hidden_size = {d_inner}"
+        )
+    n_groups = cfg.get("n_groups", 8)
+    if n_groups < 1 or n_heads % n_groups:
+        raise ValueError(f"unsupported mamba2 config: n_groups={n_groups} does not divide num_heads={n_heads}")
+    _require(cfg, "hidden_act", "silu", "the convolution's activation is SiLU")
+    # mamba_ssm's own settings, which transformers' config does not have (and its Mamba2 ignores): refuse the
+    # values that would need another computation than transformers' (an RMSNorm, applied after the gate)
+    _require(cfg, "rms_norm", True, "the gated output norm is an RMSNorm")
+    _require(cfg, "norm_before_gate", False, "the output norm is applied to y * silu(z)")
+    _require(cfg, "D_has_hdim", False, "D is one number per head")
+    limit = cfg.get("time_step_limit", (0.0, float("inf")))
+    try:
+        lo, hi = (_json_float(v) for v in limit)
+    except (TypeError, ValueError):
+        raise ValueError(f"bad mamba2 config: time_step_limit={limit!r}") from None
+    if not 0.0 <= lo <= hi:
+        raise ValueError(f"bad mamba2 config: time_step_limit=({lo}, {hi}) (want 0 <= low <= high)")
+    kwargs = {
+        "d_model": d_model,
+        "n_layers": cfg["num_hidden_layers"],
+        "d_state": cfg.get("state_size", 128),
+        "head_dim": head_dim,
+        "expand": int(expand),
+        "d_conv": cfg.get("conv_kernel", 4),
+        "d_ff": None,  # transformers' Mamba2 has no MLP after the mixer
+        "chunk": int(cfg.get("chunk_size", 256)),
+        "tie_embeddings": bool(cfg.get("tie_word_embeddings", False)),
+        "n_groups": n_groups,
+        "eps": float(cfg.get("layer_norm_epsilon", 1e-5)),
+        "bias": bool(cfg.get("use_bias", False)),
+        # dt > 0 after the softplus: a limit of (0, inf) clamps nothing
+        "dt_limit": None if lo == 0.0 and hi == float("inf") else [lo, hi],
+    }
+    # residual_in_fp32: a no-op for our fp32 model; time_step_rank: unused by Mamba-2; time_step_min/max/floor,
+    # initializer_range, rescale_prenorm_residual: initialization only; chunk_size: the same result at any size.
+    # transformers' own decode (one cached token) does not apply time_step_limit, its forward does; our step
+    # applies it too, so that decoding continues the forward.
+    return "mamba2", kwargs
+
+
+# ----------------------------------------------------------------------------------------------------------
 # GPT-NeoX / Pythia (transformers' GPTNeoXForCausalLM)
 
 
@@ -190,6 +255,7 @@ def _gpt_neox_weights(hf: dict[str, Tensor], kwargs: dict[str, Any]) -> dict[str
 
 CONVERTERS: dict[str, Converter] = {
     "mamba": Converter(_mamba_config, _mamba_weights),
+    "mamba2": Converter(_mamba2_config, _mamba_weights),  # the same weight names as Mamba-1's
     "gpt_neox": Converter(_gpt_neox_config, _gpt_neox_weights),
 }
 

@@ -23,7 +23,7 @@ computed with matmuls. The chunked SSD algorithm, with chunks of L steps and a_t
 
     1. inside each chunk, the quadratic (attention-like) form:
            y_t += sum_{s <= t in chunk} (C_t . B_s) exp(a_{s+1} + ... + a_t) dt_s x_s
-       the decays form an (L, L) lower-triangular matrix per head, exp(segsum(a));
+       the decays form an (L, L) triangular matrix per head, exp(segsum(a)) (built transposed, [s, t]);
     2. each chunk's own contribution to the state at its end, from a zero start:
            S_c = sum_s exp(a_{s+1} + ... + a_end) dt_s x_s B_s^T
     3. a loop over chunks (not steps) passes the state on: h_c+1 = exp(a_1 + ... + a_end) h_c + S_c;
@@ -33,14 +33,23 @@ Work is O(T L) for the quadratic part plus O(T N P / L) for the state passing. T
 the last chunk is padded with dt = 0, which contributes nothing and does not decay the state, so the final
 state is exact. An incoming state (prefill continuation) enters at step 3.
 
-Stability: the segment sums are summed directly (a masked cumsum along the rows of an (L, L) matrix) rather
+Stability: the segment sums are summed directly (a cumsum along one axis of a masked (L, L) matrix) rather
 than formed as differences of one cumsum, which would cancel in fp32 once sum(a) over a chunk is large. Only
 exponentials of sums of a <= 0 are taken, so nothing overflows.
+
+Speed (CPU, fp32): the same algorithm as transformers' torch path, about 1.1-1.3x its training throughput (see
+bench/models.py), from the layout: the (L, L) matrices are indexed [source, target] so that the cumsum runs over
+contiguous memory, the causal mask multiplies C . B (one per group) instead of masking each head's decays with
+masked_fill, and their gradients are made contiguous before the elementwise backward.
 
 The optional MLP: mamba_ssm's Mamba-2 configs can interleave a gated MLP after each mixer (``d_intermediate``);
 off by default (``d_ff=None``), as in the Mamba-2 language models. When on it is a SwiGLU (mistral.py's MLP).
 
-State (batch first, fixed size): conv (B, n_layers, d_inner + 2N, d_conv-1), ssm (B, n_layers, H, P, N)
+Options for loading Hugging Face / mamba_ssm checkpoints (models/hf.py), off by default: n_groups G > 1 splits
+B and C into G groups, each shared by H/G consecutive heads (and the gated RMSNorm normalizes each of G slices of
+d_inner separately); dt_limit clamps dt after the softplus; bias puts biases on in_proj and out_proj; eps.
+
+State (batch first, fixed size): conv (B, n_layers, d_inner + 2GN, d_conv-1), ssm (B, n_layers, H, P, N)
 (Hugging Face's layout of the SSM state).
 """
 
@@ -101,50 +110,87 @@ def from_chunks(y: Tensor, T: int) -> Tensor:
     return y.reshape(y.shape[0], -1, *y.shape[3:])[:, :T]  # (B, T, H, ...)
 
 
+def _triangles(L: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """(L, L) 0/1 masks indexed [s, t]: t > s (strictly upper), t >= s (upper), in dtype, to multiply by."""
+    up = torch.ones(L, L, dtype=torch.bool, device=device)
+    return up.triu(1).to(dtype), up.triu().to(dtype)
+
+
+class _ContiguousGrad(torch.autograd.Function):
+    """The identity, whose backward makes the incoming gradient contiguous: the gradient of a matrix used
+    transposed in a matmul arrives transposed, and the elementwise ops and cumsum of the backward run several
+    times faster on contiguous memory."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad.contiguous()
+
+
 def ssd_chunked(
     x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None = None, chunk: int = CHUNK
 ) -> tuple[Tensor, Tensor]:
     """The SSD recurrence h_t = exp(dt_t A) h_{t-1} + dt_t x_t B_t^T, y_t = h_t C_t, over a sequence, chunked.
 
-    x (B, T, H, P); dt (B, T, H) > 0; A (H,) < 0; B, C (B, T, N); h0 (B, H, P, N) or None (zeros)
+    x (B, T, H, P); dt (B, T, H) > 0; A (H,) < 0; B, C (B, T, N) shared by all heads, or (B, T, G, N) for G
+    groups of H/G consecutive heads (head h reads group h // (H/G)); h0 (B, H, P, N) or None (zeros)
     -> y (B, T, H, P) (without the D skip), the state after the last step (B, H, P, N).
+
+    The (L, L) matrices of step 1 are built transposed, indexed [s, t] (source, target), for speed on the CPU:
+    the segment sums are then a cumsum along the last (contiguous) dimension, and the causal mask is a multiply
+    (not a masked_fill) applied once to C_t . B_s, which is shared by all heads of a group, rather than per head.
     """
     Bsz, T, H, P = x.shape
+    if B.dim() == 3:
+        B, C = B[:, :, None], C[:, :, None]  # (B, T, 1, N)
+    G, N = B.shape[2:]
+    Hg = H // G
     L = max(1, min(chunk, T))  # a short sequence is one short chunk, not one padded chunk
-    a = to_chunks(dt * A, L)  # (B, H, n, L): log-decay per step, <= 0; padding 0
-    xdt = to_chunks(x * dt[..., None], L)  # (B, H, n, L, P); padding 0
-    Bc = to_chunks(B[:, :, None], L)  # (B, 1, n, L, N)
-    Cc = to_chunks(C[:, :, None], L)  # (B, 1, n, L, N)
-    n = a.shape[2]
+    # heads as (G, H/G): the groups' B, C broadcast over their heads, never copied per head
+    a = to_chunks(dt * A, L).unflatten(1, (G, Hg))  # (B, G, Hg, n, L): log-decay per step, <= 0; padding 0
+    xdt = to_chunks(x * dt[..., None], L).contiguous().unflatten(1, (G, Hg))  # (B, G, Hg, n, L, P); padding 0
+    Bc, Cc = to_chunks(B, L)[:, :, None], to_chunks(C, L)[:, :, None]  # (B, G, 1, n, L, N)
+    n = a.shape[-2]
+    strict, upper = _triangles(L, x.device, x.dtype)  # (L, L) [s, t]: t > s, t >= s
 
-    decay = torch.exp(segsum(a))  # (B, H, n, L, L): exp(a_{s+1} + ... + a_t), 0 above the diagonal
-    # 1. intra-chunk: y_t = sum_s (C_t . B_s) decay[t, s] dt_s x_s
-    CB = Cc @ Bc.transpose(-1, -2)  # (B, 1, n, L, L)
-    y = (CB * decay) @ xdt  # (B, H, n, L, P)
-    # 2. each chunk's state at its end from a zero start: sum_s decay[end, s] dt_s x_s B_s^T
-    to_end = decay[..., -1, :]  # (B, H, n, L)
-    S = (xdt * to_end[..., None]).transpose(-1, -2) @ Bc  # (B, H, n, P, N)
+    # decay[s, t] = exp(a_{s+1} + ... + a_t) for t >= s, summed directly (see the header); 1 for t < s, where
+    # the masked BC below zeroes it. Only exponentials of sums of a <= 0: nothing overflows.
+    decay = torch.exp((a[..., None, :] * strict).cumsum(-1))  # (B, G, Hg, n, L, L)
+    # 1. intra-chunk: y_t = sum_{s <= t} (C_t . B_s) decay[s, t] dt_s x_s
+    BC = (Bc @ Cc.transpose(-1, -2)) * upper  # (B, G, 1, n, L, L): B_s . C_t for s <= t, else 0
+    y = _ContiguousGrad.apply(decay * BC).transpose(-1, -2) @ xdt  # (B, G, Hg, n, L, P)
+    # 2. each chunk's state at its end from a zero start: sum_s decay[s, end] dt_s x_s B_s^T
+    to_end = decay[..., :, -1]  # (B, G, Hg, n, L)
+    S = (xdt * to_end[..., None]).transpose(-1, -2) @ Bc  # (B, G, Hg, n, P, N)
     # 3. pass the state across chunks
-    from_start = torch.exp(a.cumsum(-1))  # (B, H, n, L): exp(a_first + ... + a_t)
-    whole = from_start[..., -1]  # (B, H, n): the decay over a whole chunk
-    h = x.new_zeros(Bsz, H, P, B.shape[-1]) if h0 is None else h0  # (B, H, P, N)
+    from_start = torch.exp(a.cumsum(-1))  # (B, G, Hg, n, L): exp(a_first + ... + a_t)
+    whole = from_start[..., -1]  # (B, G, Hg, n): the decay over a whole chunk
+    h = x.new_zeros(Bsz, G, Hg, P, N) if h0 is None else h0.unflatten(1, (G, Hg))  # (B, G, Hg, P, N)
     starts = []
     for c in range(n):  # a Python loop over chunks, not steps
         starts.append(h)
-        h = whole[:, :, c, None, None] * h + S[:, :, c]  # (B, H, P, N)
-    h_in = torch.stack(starts, 2)  # (B, H, n, P, N): the state entering each chunk
+        h = whole[..., c, None, None] * h + S[..., c, :, :]  # (B, G, Hg, P, N)
+    h_in = torch.stack(starts, -3)  # (B, G, Hg, n, P, N): the state entering each chunk
     # 4. the entering state's contribution: exp(a_first + ... + a_t) C_t h_in
-    y = y + (Cc @ h_in.transpose(-1, -2)) * from_start[..., None]  # (B, H, n, L, P)
-    return from_chunks(y, T), h  # (B, T, H, P), (B, H, P, N)
+    y = y + (Cc @ h_in.transpose(-1, -2)) * from_start[..., None]  # (B, G, Hg, n, L, P)
+    return from_chunks(y.flatten(1, 2), T), h.flatten(1, 2)  # (B, T, H, P), (B, H, P, N)
 
 
 def ssd_step(
     x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h: Tensor | None
 ) -> tuple[Tensor, Tensor]:
-    """One step. x (B, H, P); dt (B, H); A (H,); B, C (B, N); h (B, H, P, N) or None -> y (B, H, P), h."""
-    dBx = (x * dt[..., None])[..., None] * B[:, None, None, :]  # (B, H, P, N)
+    """One step. x (B, H, P); dt (B, H); A (H,); B, C (B, N) or (B, G, N) (as in ssd_chunked); h (B, H, P, N) or
+    None -> y (B, H, P), h."""
+    if B.dim() == 3 and B.shape[1] > 1:  # groups: each group's B, C to its H/G heads
+        B, C = (t.repeat_interleave(x.shape[1] // t.shape[1], 1) for t in (B, C))  # (B, H, N)
+    else:
+        B, C = B.reshape(B.shape[0], 1, B.shape[-1]), C.reshape(C.shape[0], 1, C.shape[-1])  # (B, 1, N)
+    dBx = (x * dt[..., None])[..., None] * B[:, :, None, :]  # (B, H, P, N)
     h = dBx if h is None else torch.exp(dt * A)[..., None, None] * h + dBx  # (B, H, P, N)
-    y = (h @ C[:, None, :, None])[..., 0]  # (B, H, P)
+    y = (h @ C[..., None])[..., 0]  # (B, H, P)
     return y, h
 
 
@@ -153,16 +199,20 @@ def ssd_step(
 
 
 class GatedRMSNorm(nn.Module):
-    """RMSNorm(x * silu(z)) * weight: Mamba-2's output norm (gate before the norm), over the last dim."""
+    """RMSNorm(x * silu(z)) * weight: Mamba-2's output norm (gate before the norm), over the last dim, or over each
+    of its n_groups equal slices (as many as the B, C groups: mamba_ssm's and transformers' group_size)."""
 
-    def __init__(self, d: int, eps: float = 1e-5):
+    def __init__(self, d: int, eps: float = 1e-5, n_groups: int = 1):
         super().__init__()
-        self.eps = eps
+        self.eps, self.n_groups = eps, n_groups
         self.weight = nn.Parameter(torch.ones(d))
 
     def forward(self, x: Tensor, z: Tensor) -> Tensor:  # (..., d) x2 -> (..., d)
         x = x * F.silu(z)
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        if self.n_groups > 1:
+            x = x.unflatten(-1, (self.n_groups, -1))  # (..., G, d/G)
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return x.flatten(-2) * self.weight if self.n_groups > 1 else x * self.weight
 
 
 class Mamba2Mixer(nn.Module):
@@ -174,6 +224,10 @@ class Mamba2Mixer(nn.Module):
         expand: int,
         d_conv: int,
         chunk: int = CHUNK,
+        n_groups: int = 1,
+        eps: float = 1e-5,
+        bias: bool = False,
+        dt_limit: tuple[float, float] | None = None,
         A_init_range: tuple[float, float] = (1.0, 16.0),
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
@@ -184,17 +238,20 @@ class Mamba2Mixer(nn.Module):
         if d_inner % head_dim:
             raise ValueError(f"d_inner = expand * d_model = {d_inner} is not a multiple of head_dim={head_dim}")
         self.n_heads = n_heads = d_inner // head_dim
-        self.head_dim = head_dim
+        if n_heads % n_groups:
+            raise ValueError(f"the {n_heads} heads (expand * d_model / head_dim) do not split into {n_groups} groups")
+        self.head_dim, self.n_groups = head_dim, n_groups
         self.d_state, self.d_conv, self.chunk = d_state, d_conv, chunk
-        self.conv_dim = conv_dim = d_inner + 2 * d_state
+        self.dt_limit = None if dt_limit is None else (float(dt_limit[0]), float(dt_limit[1]))
+        self.conv_dim = conv_dim = d_inner + 2 * n_groups * d_state
 
-        self.in_proj = nn.Linear(d_model, 2 * d_inner + 2 * d_state + n_heads, bias=False)  # z, xBC, dt
+        self.in_proj = nn.Linear(d_model, d_inner + conv_dim + n_heads, bias=bias)  # z, xBC, dt
         self.conv1d = nn.Conv1d(conv_dim, conv_dim, d_conv, groups=conv_dim)  # unpadded: the state gives the past
         self.dt_bias = nn.Parameter(torch.empty(n_heads))
         self.A_log = nn.Parameter(torch.empty(n_heads))
         self.D = nn.Parameter(torch.ones(n_heads))
-        self.norm = GatedRMSNorm(d_inner)
-        self.out_proj = nn.Linear(d_inner, d_model, bias=False)
+        self.norm = GatedRMSNorm(d_inner, eps, n_groups)
+        self.out_proj = nn.Linear(d_inner, d_model, bias=bias)
 
         with torch.no_grad():  # as mamba_ssm's Mamba2
             # dt_bias = softplus^-1(dt), dt log-uniform in [dt_min, dt_max]
@@ -207,10 +264,17 @@ class Mamba2Mixer(nn.Module):
         return zxbcdt.split([self.d_inner, self.conv_dim, self.n_heads], -1)  # (..., Di), (..., Dc), (..., H)
 
     def _ssm_inputs(self, xBC: Tensor, dt: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """xBC (..., Dc) after the conv; dt (..., H) raw -> x (..., H, P), dt (..., H), A (H,), B, C (..., N)."""
-        x, B, C = xBC.split([self.d_inner, self.d_state, self.d_state], -1)  # (..., Di), (..., N) x2
+        """xBC (..., Dc) after the conv; dt (..., H) raw -> x (..., H, P), dt (..., H), A (H,), B, C (..., N) with
+        one group, else (..., G, N)."""
+        GN = self.n_groups * self.d_state
+        x, B, C = xBC.split([self.d_inner, GN, GN], -1)  # (..., Di), (..., G N) x2
         x = x.unflatten(-1, (self.n_heads, self.head_dim))  # (..., H, P)
-        return x, F.softplus(dt + self.dt_bias), -torch.exp(self.A_log), B, C  # ..., (..., H), (H,), ...
+        if self.n_groups > 1:
+            B, C = B.unflatten(-1, (self.n_groups, self.d_state)), C.unflatten(-1, (self.n_groups, self.d_state))
+        dt = F.softplus(dt + self.dt_bias)  # (..., H)
+        if self.dt_limit is not None:  # transformers' and mamba_ssm's time_step_limit / dt_limit
+            dt = dt.clamp(*self.dt_limit)
+        return x, dt, -torch.exp(self.A_log), B, C  # ..., (..., H), (H,), ...
 
     def forward(self, u: Tensor, conv: Tensor | None, h: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """u (B, T, d_model); conv (B, Dc, d_conv-1) or None; h (B, H, P, N) or None -> out, conv, h."""
@@ -242,11 +306,11 @@ class Mamba2Mixer(nn.Module):
 class Block(nn.Module):
     """x + mixer(norm(x)), then, if d_ff is set, x + mlp(norm2(x)) (mamba_ssm's Block names)."""
 
-    def __init__(self, d_model: int, d_ff: int | None, **mixer_kwargs):
+    def __init__(self, d_model: int, d_ff: int | None, eps: float = 1e-5, **mixer_kwargs):
         super().__init__()
-        self.norm = RMSNorm(d_model)
-        self.mixer = Mamba2Mixer(d_model, **mixer_kwargs)
-        self.norm2 = None if d_ff is None else RMSNorm(d_model)
+        self.norm = RMSNorm(d_model, eps)
+        self.mixer = Mamba2Mixer(d_model, eps=eps, **mixer_kwargs)
+        self.norm2 = None if d_ff is None else RMSNorm(d_model, eps)
         self.mlp = None if d_ff is None else MLP(d_model, d_ff)
 
     def _mlp(self, x: Tensor) -> Tensor:  # (..., d_model) -> (..., d_model)
@@ -275,13 +339,22 @@ class Mamba2(SequenceModel):
         d_ff: int | None = None,
         chunk: int = CHUNK,
         tie_embeddings: bool = True,
+        n_groups: int = 1,
+        eps: float = 1e-5,
+        bias: bool = False,
+        dt_limit: tuple[float, float] | None = None,
     ):
+        """n_groups: B, C groups (each shared by n_heads / n_groups heads; the gated norm per group too); eps: the
+        RMSNorms' epsilon; bias: in_proj and out_proj biases; dt_limit: clamp dt (after the softplus) to
+        [lo, hi], in the forward and in step alike. These four exist for loading Hugging Face checkpoints
+        (models/hf.py); the defaults are this package's Mamba-2."""
         super().__init__()
         self.embed = nn.Embedding(vocab_size, d_model)
         nn.init.normal_(self.embed.weight, std=0.02)
-        mixer = {"d_state": d_state, "head_dim": head_dim, "expand": expand, "d_conv": d_conv, "chunk": chunk}
-        self.layers = nn.ModuleList(Block(d_model, d_ff, **mixer) for _ in range(n_layers))
-        self.norm_f = RMSNorm(d_model)
+        mixer = {"d_state": d_state, "head_dim": head_dim, "expand": expand, "d_conv": d_conv, "chunk": chunk,
+                 "n_groups": n_groups, "bias": bias, "dt_limit": dt_limit}  # fmt: skip
+        self.layers = nn.ModuleList(Block(d_model, d_ff, eps, **mixer) for _ in range(n_layers))
+        self.norm_f = RMSNorm(d_model, eps)
         self.head = None if tie_embeddings else nn.Linear(d_model, vocab_size, bias=False)
         with torch.no_grad():
             # mamba_ssm: scale each residual branch's output by 1/sqrt(residuals per layer * n_layers)
