@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from toolssm.protocol import ANS, EOS, Episode
 from toolssm.tasks.base import Task, Verdict, register
-from toolssm.tools.pointer import PointerMemory, command
+from toolssm.tools.pointer import PointerMemory, command, walk_right
 
 DIGITS = tuple("0123456789")
 _DIGIT_SET = frozenset(DIGITS)
@@ -102,14 +102,10 @@ class Addition(Task):
         p1, p2, p3 = (lambda op, k=k: command(k, op) for k in (1, 2, 3))
         act = episode.act
         # 1. p1 onto a's LSD
-        act(p1("init"))
-        while act(p1("read"))[0] != "+":
-            act(p1("right"))
+        walk_right(act, 1, "+")
         act(p1("left"))
         # 2. p2 onto b's LSD
-        act(p2("init"))
-        while act(p2("read"))[0] != "=":
-            act(p2("right"))
+        walk_right(act, 2, "=")
         act(p2("left"))
         # 3. add, least significant digit first
         carry = 0
@@ -127,9 +123,7 @@ class Addition(Task):
             if dy:
                 act(p2("left"))
         # 4. read the sum back, most significant digit first
-        act(p3("init"))
-        while act(p3("read"))[0] != ANS:
-            act(p3("right"))
+        walk_right(act, 3, ANS)
         act(p3("left"))
         while (t := act(p3("read"))[0]) != "=":
             if t in _DIGIT_SET:

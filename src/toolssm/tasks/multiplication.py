@@ -36,7 +36,7 @@ from typing import ClassVar
 from toolssm.protocol import ANS, EOS, Episode
 from toolssm.tasks.addition import DIGITS, random_number
 from toolssm.tasks.base import Task, Verdict, register
-from toolssm.tools.pointer import PointerMemory, command
+from toolssm.tools.pointer import PointerMemory, command, walk_right
 
 _DIGIT_SET = frozenset(DIGITS)
 CARRY = tuple(f"c{k}" for k in range(9))  # 9 * 9 + 8 = 89: a row's carry is at most 8
@@ -117,15 +117,10 @@ class Multiplication(Task):
         act = episode.act
         p1, p2, p3, p4, p5, p6 = (_p(k) for k in range(1, 7))
 
-        def walk_to(p, stop: str) -> None:  # a fresh pointer walks right from the first input token
-            act(p("init"))
-            while act(p("read"))[0] != stop:
-                act(p("right"))
-
         # 1. p1 onto a's LSD, p2 onto b's LSD
-        walk_to(p1, TIMES)
+        walk_right(act, 1, TIMES)
         act(p1("left"))
-        walk_to(p2, "=")
+        walk_right(act, 2, "=")
         act(p2("left"))
         # 2-3. one row per digit of b, each with its own pointer over a
         q = p1
@@ -147,15 +142,15 @@ class Multiplication(Task):
                 raise ValueError("the expert multiplies by at most two digits")
             act("+", "0", CARRY[0])
             q = p4
-            walk_to(p4, TIMES)
+            walk_right(act, 4, TIMES)
             act(p4("left"))
         if q is p1:  # one row: it is the product
             act(ANS)
         else:  # 4. add the two rows, least significant digit first
             act("=")
-            walk_to(p5, "=")
+            walk_right(act, 5, "=")
             act(p5("right"))
-            walk_to(p6, "+")
+            walk_right(act, 6, "+")
             act(p6("right"))
             carry = 0
             while True:
@@ -172,7 +167,7 @@ class Multiplication(Task):
                 if dy:
                     act(p6("right"), p6("right"))
         # 5. read the product back, most significant digit first, without leading zeros
-        walk_to(p3, ANS)
+        walk_right(act, 3, ANS)
         act(p3("left"))
         printed = False
         while (t := act(p3("read"))[0]) != "=":

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from toolssm.protocol import ANS, EOS, Episode
 from toolssm.tasks.addition import DIGITS, random_number
 from toolssm.tasks.base import Task, Verdict, register
-from toolssm.tools.pointer import PointerMemory, command
+from toolssm.tools.pointer import PointerMemory, command, walk_right
 
 _DIGIT_SET = frozenset(DIGITS)
 BORROW = ("b0", "b1")
@@ -107,13 +107,9 @@ class Subtraction(Task):
         p1, p2, p3 = (lambda op, k=k: command(k, op) for k in (1, 2, 3))
         act = episode.act
         # 1-2. p1 onto a's LSD, p2 onto b's LSD
-        act(p1("init"))
-        while act(p1("read"))[0] != "-":
-            act(p1("right"))
+        walk_right(act, 1, "-")
         act(p1("left"))
-        act(p2("init"))
-        while act(p2("read"))[0] != "=":
-            act(p2("right"))
+        walk_right(act, 2, "=")
         act(p2("left"))
         # 3. subtract, least significant digit first
         borrow = 0
@@ -131,9 +127,7 @@ class Subtraction(Task):
             if dy:
                 act(p2("left"))
         # 4. read the difference back, most significant digit first, without leading zeros
-        act(p3("init"))
-        while act(p3("read"))[0] != ANS:
-            act(p3("right"))
+        walk_right(act, 3, ANS)
         act(p3("left"))
         printed = False
         while (t := act(p3("read"))[0]) != "=":

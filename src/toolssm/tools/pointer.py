@@ -27,6 +27,14 @@ def command(pointer: int, op: str) -> str:
     return f"[p{pointer}.{op}]"
 
 
+def walk_right(act, pointer: int, stop: str) -> None:
+    """Expert helper: create ``pointer`` (on the first input token) and walk it right, reading after each
+    step, until it reads ``stop``; the pointer is left on ``stop``. ``act`` is `Episode.act`."""
+    act(command(pointer, "init"))
+    while act(command(pointer, "read"))[0] != stop:
+        act(command(pointer, "right"))
+
+
 class PointerMemory(Tool):
     def __init__(self, n_pointers: int = 3):
         if n_pointers < 1:
