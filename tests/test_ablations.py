@@ -12,22 +12,13 @@ addition = get_task("addition")
 ABLATIONS = ["addition-direct", "addition-reversed", "addition-notool", "addition-calculator"]
 
 
-def replay(task, problem, trajectory):
-    ep = task.episode(problem, record=True)
-    ep.reset()
-    for tok, role in zip(trajectory.tokens, trajectory.roles):
-        if role not in (Role.INPUT, Role.OBSERVATION):
-            ep.step(tok)
-    return ep
-
-
 @pytest.mark.parametrize("name", ABLATIONS)
 @pytest.mark.parametrize("spec", ["1", "7+60", "10000", "10000+3"])
 def test_expert_replay_reproduces_the_trajectory_and_the_answer(name, spec):
     task = get_task(name)
     problem = task.sample_eval(random.Random(spec), spec)
     traj = task.demonstrate(problem)
-    ep = replay(task, problem, traj)
+    ep = task.replay(problem, traj)
     assert ep.terminated
     assert (ep.trajectory.tokens, ep.trajectory.roles) == (traj.tokens, traj.roles)
     verdict = task.verify(problem, traj.output())

@@ -9,16 +9,6 @@ from toolssm.tasks.addition import add_decimal
 task = get_task("addition")
 
 
-def replay(problem, trajectory):
-    """Feed the expert's generated tokens to a fresh episode; return the replayed trajectory."""
-    ep = task.episode(problem, record=True)
-    ep.reset()
-    for tok, role in zip(trajectory.tokens, trajectory.roles):
-        if role not in (Role.INPUT, Role.OBSERVATION):
-            ep.step(tok)
-    return ep
-
-
 @pytest.mark.parametrize("seed", range(6))
 def test_expert_replay_reproduces_every_observation_and_the_answer(seed):
     rng = random.Random(seed)
@@ -26,7 +16,7 @@ def test_expert_replay_reproduces_every_observation_and_the_answer(seed):
     n2 = rng.choice([1, 5, 300, 10_000])
     problem = task.sample_eval(rng, f"{n1}+{n2}")
     traj = task.demonstrate(problem)
-    ep = replay(problem, traj)
+    ep = task.replay(problem, traj)
     assert ep.terminated
     assert ep.trajectory.tokens == traj.tokens
     assert ep.trajectory.roles == traj.roles

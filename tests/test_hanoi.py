@@ -16,23 +16,13 @@ from toolssm.tasks.hanoi import (
 VARIANTS = ["hanoi", "hanoi-recursive", "hanoi-paper"]
 
 
-def replay(task, problem, trajectory):
-    """Feed the expert's generated tokens to a fresh episode; return the replayed episode."""
-    ep = task.episode(problem, record=True)
-    ep.reset()
-    for tok, role in zip(trajectory.tokens, trajectory.roles):
-        if role not in (Role.INPUT, Role.OBSERVATION):
-            ep.step(tok)
-    return ep
-
-
 @pytest.mark.parametrize("name", VARIANTS)
 @pytest.mark.parametrize("n, seed", [(1, 0), (2, 1), (3, 2), (5, 3), (8, 4), (9, 5), (12, 6)])
 def test_expert_replay_reproduces_every_observation_and_an_optimal_solution(name, n, seed):
     task = get_task(name)
     problem = task.sample_eval(random.Random(seed), str(n))
     traj = task.demonstrate(problem)
-    ep = replay(task, problem, traj)
+    ep = task.replay(problem, traj)
     assert ep.terminated
     assert ep.trajectory.tokens == traj.tokens
     assert ep.trajectory.roles == traj.roles

@@ -10,21 +10,11 @@ from toolssm.tasks.logic_graph import LogicGraphProblem, Node, evaluate_circuit,
 task = get_task("logic-graph")
 
 
-def replay(problem, trajectory):
-    """Feed the expert's generated tokens to a fresh episode; return the replayed episode."""
-    ep = task.episode(problem, record=True)
-    ep.reset()
-    for tok, role in zip(trajectory.tokens, trajectory.roles):
-        if role not in (Role.INPUT, Role.OBSERVATION):
-            ep.step(tok)
-    return ep
-
-
 @pytest.mark.parametrize("n, seed", [(4, 0), (5, 1), (10, 2), (10, 3), (50, 4), (200, 5), (1000, 6), (1000, 7)])
 def test_expert_replay_reproduces_every_observation_and_the_answer(n, seed):
     problem = task.sample_eval(random.Random(seed), str(n))
     traj = task.demonstrate(problem)
-    ep = replay(problem, traj)
+    ep = task.replay(problem, traj)
     assert ep.terminated
     assert ep.trajectory.tokens == traj.tokens
     assert ep.trajectory.roles == traj.roles

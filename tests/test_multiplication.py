@@ -10,19 +10,9 @@ from toolssm.tasks.multiplication import mul_decimal
 x1, x2 = get_task("multiplication-x1"), get_task("multiplication-x2")
 
 
-def replay(task, problem, trajectory):
-    """Feed the expert's generated tokens to a fresh episode; return the replayed episode."""
-    ep = task.episode(problem, record=True)
-    ep.reset()
-    for tok, role in zip(trajectory.tokens, trajectory.roles):
-        if role not in (Role.INPUT, Role.OBSERVATION):
-            ep.step(tok)
-    return ep
-
-
 def check_replay(task, problem):
     traj = task.demonstrate(problem)
-    ep = replay(task, problem, traj)
+    ep = task.replay(problem, traj)
     assert ep.terminated
     assert ep.trajectory.tokens == traj.tokens
     assert ep.trajectory.roles == traj.roles
@@ -58,7 +48,7 @@ def test_expert_on_adversarial_inputs(text, expected):
     p = x2.parse(text)
     traj = x2.demonstrate(p)
     assert "".join(traj.output()) == expected
-    assert replay(x2, p, traj).trajectory.tokens == traj.tokens
+    assert x2.replay(p, traj).trajectory.tokens == traj.tokens
 
 
 def test_one_digit_multipliers_give_the_same_trajectory_in_both_tasks():

@@ -10,20 +10,11 @@ from toolssm.tasks.subtraction import sub_decimal
 task = get_task("subtraction")
 
 
-def replay(problem, trajectory):
-    ep = task.episode(problem, record=True)
-    ep.reset()
-    for tok, role in zip(trajectory.tokens, trajectory.roles):
-        if role not in (Role.INPUT, Role.OBSERVATION):
-            ep.step(tok)
-    return ep
-
-
 @pytest.mark.parametrize("spec", ["1", "5", "7-3", "60-60", "900-1", "10000", "10000-9999", "10000-4"])
 def test_expert_replay_reproduces_every_observation_and_the_answer(spec):
     problem = task.sample_eval(random.Random(spec), spec)
     traj = task.demonstrate(problem)
-    ep = replay(problem, traj)
+    ep = task.replay(problem, traj)
     assert ep.terminated
     assert (ep.trajectory.tokens, ep.trajectory.roles) == (traj.tokens, traj.roles)
     assert traj.regime() == Regime.INTERACTIVE
@@ -43,7 +34,7 @@ def test_expert_on_adversarial_inputs(text, expected):
     p = task.parse(text)
     traj = task.demonstrate(p)
     assert "".join(traj.output()) == expected
-    assert replay(p, traj).trajectory.tokens == traj.tokens
+    assert task.replay(p, traj).trajectory.tokens == traj.tokens
 
 
 def test_verifier_rejects_wrong_answers():

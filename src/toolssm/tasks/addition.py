@@ -56,6 +56,23 @@ def add_decimal(a: str, b: str) -> str:
     return "".join(reversed(out)).lstrip("0") or "0"
 
 
+def read_back(act, pointer: int, *, strip_zeros: bool = False) -> None:
+    """Expert phase shared by the arithmetic tasks: walk ``pointer`` right to ``[ANS]``, then left to ``=``,
+    outputting every digit it reads (skipping carry/borrow tokens, and leading zeros if ``strip_zeros``,
+    with ``0`` for an all-zero result), then ``[EOS]``."""
+    walk_right(act, pointer, ANS)
+    act(command(pointer, "left"))
+    printed = False
+    while (t := act(command(pointer, "read"))[0]) != "=":
+        if t in _DIGIT_SET and (printed or t != "0" or not strip_zeros):
+            act(t)
+            printed = True
+        act(command(pointer, "left"))
+    if strip_zeros and not printed:
+        act("0")
+    act(EOS)
+
+
 @register
 class Addition(Task):
     name = "addition"
@@ -123,13 +140,7 @@ class Addition(Task):
             if dy:
                 act(p2("left"))
         # 4. read the sum back, most significant digit first
-        walk_right(act, 3, ANS)
-        act(p3("left"))
-        while (t := act(p3("read"))[0]) != "=":
-            if t in _DIGIT_SET:
-                act(t)
-            act(p3("left"))
-        act(EOS)
+        read_back(act, 3)
 
     def verify(self, problem: AdditionProblem, output: Sequence[str]) -> Verdict:
         expected = add_decimal(problem.a, problem.b)

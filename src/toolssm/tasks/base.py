@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from toolssm.protocol import Episode, Trajectory, Vocab
+from toolssm.protocol import Episode, Role, Trajectory, Vocab
 from toolssm.tools.base import Tool
 
 
@@ -99,6 +99,16 @@ class Task(ABC):
         self.expert(problem, ep)
         assert ep.trajectory is not None and ep.terminated, "the expert must end with [EOS]"
         return ep.trajectory
+
+    def replay(self, problem: Any, trajectory: Trajectory) -> Episode:
+        """Feed a trajectory's generated tokens (not its input or observations) into a fresh episode, whose
+        tool answers anew. The expert-replay check: the replayed trajectory must equal the original."""
+        ep = self.episode(problem, record=True)
+        ep.reset()
+        for tok, role in zip(trajectory.tokens, trajectory.roles):
+            if role not in (Role.INPUT, Role.OBSERVATION):
+                ep.step(tok)
+        return ep
 
     def token_budget(self, problem: Any) -> int:
         """How many tokens a model may generate before its episode is truncated: twice the expert's."""

@@ -33,8 +33,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from toolssm.protocol import ANS, EOS, Episode
-from toolssm.tasks.addition import DIGITS, random_number
+from toolssm.protocol import ANS, Episode
+from toolssm.tasks.addition import DIGITS, random_number, read_back
 from toolssm.tasks.base import Task, Verdict, register
 from toolssm.tools.pointer import PointerMemory, command, walk_right
 
@@ -167,17 +167,7 @@ class Multiplication(Task):
                 if dy:
                     act(p6("right"), p6("right"))
         # 5. read the product back, most significant digit first, without leading zeros
-        walk_right(act, 3, ANS)
-        act(p3("left"))
-        printed = False
-        while (t := act(p3("read"))[0]) != "=":
-            if t in _DIGIT_SET and (printed or t != "0"):
-                act(t)
-                printed = True
-            act(p3("left"))
-        if not printed:
-            act("0")
-        act(EOS)
+        read_back(act, 3, strip_zeros=True)
 
     def verify(self, problem: MultiplicationProblem, output: Sequence[str]) -> Verdict:
         expected = mul_decimal(problem.a, problem.b)

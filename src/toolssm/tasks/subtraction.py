@@ -22,8 +22,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from toolssm.protocol import ANS, EOS, Episode
-from toolssm.tasks.addition import DIGITS, random_number
+from toolssm.protocol import ANS, Episode
+from toolssm.tasks.addition import DIGITS, random_number, read_back
 from toolssm.tasks.base import Task, Verdict, register
 from toolssm.tools.pointer import PointerMemory, command, walk_right
 
@@ -127,17 +127,7 @@ class Subtraction(Task):
             if dy:
                 act(p2("left"))
         # 4. read the difference back, most significant digit first, without leading zeros
-        walk_right(act, 3, ANS)
-        act(p3("left"))
-        printed = False
-        while (t := act(p3("read"))[0]) != "=":
-            if t in _DIGIT_SET and (printed or t != "0"):
-                act(t)
-                printed = True
-            act(p3("left"))
-        if not printed:
-            act("0")
-        act(EOS)
+        read_back(act, 3, strip_zeros=True)
 
     def verify(self, problem: SubtractionProblem, output: Sequence[str]) -> Verdict:
         expected = sub_decimal(problem.a, problem.b)
