@@ -128,7 +128,13 @@ def gated_delta_step(
 
 
 def chunk_gated_delta_rule_auto(
-    q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor, h0: Tensor | None = None, chunk: int = CHUNK,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    g: Tensor,
+    beta: Tensor,
+    h0: Tensor | None = None,
+    chunk: int = CHUNK,
     backend: str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """chunk_gated_delta_rule's contract, by device (models/kernels.py): fla's chunk_gated_delta_rule for CUDA

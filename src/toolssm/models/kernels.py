@@ -130,6 +130,16 @@ def resolve(backend: str | None, device: torch.device, op: str, cpu_fused: bool 
     return "cpu_fused" if cpu_fused and device.type == "cpu" else "torch"
 
 
+def set_backend(model: torch.nn.Module, backend: str | None) -> torch.nn.Module:
+    """Make every layer of model that has kernels to choose (Mamba, Mamba-2, Gated DeltaNet mixers) use backend from
+    now on; None: each layer's default. Returns the model."""
+    backend = None if backend is None else check(backend)
+    for module in model.modules():
+        if hasattr(module, "backend"):
+            module.backend = backend
+    return model
+
+
 def _no_grad(*tensors: Tensor | None) -> bool:
     """Whether no gradient flows through these tensors: the step kernels have no autograd."""
     return not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in tensors)
@@ -183,8 +193,11 @@ def causal_conv1d_step(
 def _conv_takes(x: Tensor, weight: Tensor, state: Tensor) -> bool:
     # widths 2..4; an incoming state only in the channel-last layout, which needs D % 8 == 0. Our state is zeros when
     # none was given, so it is always passed: a zero state and no state give the same result.
-    return 2 <= weight.shape[-1] <= 4 and x.shape[-1] % 8 == 0 and x.dtype in (torch.float32, torch.float16,
-                                                                              torch.bfloat16)
+    return (
+        2 <= weight.shape[-1] <= 4
+        and x.shape[-1] % 8 == 0
+        and x.dtype in (torch.float32, torch.float16, torch.bfloat16)
+    )
 
 
 def _cuda_conv(x: Tensor, weight: Tensor, bias: Tensor | None, state: Tensor) -> Tensor:
@@ -206,7 +219,12 @@ def cuda_selective_scan(
     if h0 is not None:
         return None
     y, h = kernel("selective_scan")(
-        x.transpose(1, 2), dt.transpose(1, 2), A.float(), B.transpose(1, 2), C.transpose(1, 2), D.float(),
+        x.transpose(1, 2),
+        dt.transpose(1, 2),
+        A.float(),
+        B.transpose(1, 2),
+        C.transpose(1, 2),
+        D.float(),
         return_last_state=True,
     )  # (B, Di, T), (B, Di, N)
     return y.transpose(1, 2), h.to(x.dtype)
@@ -258,9 +276,7 @@ def cuda_gated_delta(
     kernel refuses). q, k (B, T, H, K) normalized and scaled; v (B, T, H, V); g, beta (B, T, H); h0 (B, H, K, V)."""
     if q.dtype == torch.float32:
         return None
-    o, h = kernel("gated_delta")(
-        q=q, k=k, v=v, g=g, beta=beta, scale=1.0, initial_state=h0, output_final_state=True
-    )
+    o, h = kernel("gated_delta")(q=q, k=k, v=v, g=g, beta=beta, scale=1.0, initial_state=h0, output_final_state=True)
     return o, h.to(q.dtype)
 
 
@@ -272,7 +288,13 @@ def cuda_gated_delta_step(
     if not _no_grad(q, k, v, g, beta, h):
         return None
     o, h_new = kernel("gated_delta_step")(
-        q=q[:, None], k=k[:, None], v=v[:, None], g=g[:, None], beta=beta[:, None], scale=1.0,
-        initial_state=None if h is None else h.contiguous(), output_final_state=True,
+        q=q[:, None],
+        k=k[:, None],
+        v=v[:, None],
+        g=g[:, None],
+        beta=beta[:, None],
+        scale=1.0,
+        initial_state=None if h is None else h.contiguous(),
+        output_final_state=True,
     )  # (B, 1, H, V), (B, H, K, V)
     return o[:, 0], h_new.to(q.dtype)

@@ -196,7 +196,13 @@ def ssd_step(
 
 
 def ssd_chunked_auto(
-    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None = None, chunk: int = CHUNK,
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    h0: Tensor | None = None,
+    chunk: int = CHUNK,
     backend: str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """ssd_chunked's contract, by device (models/kernels.py): mamba_ssm's mamba_chunk_scan_combined for CUDA tensors
