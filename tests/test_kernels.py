@@ -57,11 +57,14 @@ def install(monkeypatch, functions):
     kernels.kernel.cache_clear()
 
 
+_KERNEL = kernels.kernel  # the cached loader itself (a test below patches kernels.kernel with a spy)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_kernel_cache():
-    kernels.kernel.cache_clear()
+    _KERNEL.cache_clear()
     yield
-    kernels.kernel.cache_clear()
+    _KERNEL.cache_clear()
 
 
 @pytest.fixture
@@ -364,6 +367,13 @@ PACKAGE_OF = {
 }
 
 
+@pytest.fixture
+def no_tf32(monkeypatch):
+    """PyTorch's own CUDA path in full fp32 (cuDNN's convolutions may use TF32 by default)."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+
+
 def needs(op):
     return pytest.mark.skipif(
         not torch.cuda.is_available() or kernels.kernel(op) is None, reason=f"needs CUDA and {kernels.KERNELS[op][0]}"
@@ -372,7 +382,7 @@ def needs(op):
 
 @gpu
 @pytest.mark.parametrize("arch", model_names())
-def test_torch_path_on_gpu_matches_cpu(arch):
+def test_torch_path_on_gpu_matches_cpu(arch, no_tf32):
     """No package needed: the PyTorch path runs on CUDA tensors and agrees with the CPU."""
     x = torch.randint(0, 23, (2, 19))
     cpu = run(kernels.set_backend(tiny(arch), "torch"), x)
@@ -385,7 +395,7 @@ def test_torch_path_on_gpu_matches_cpu(arch):
 
 @gpu
 @pytest.mark.parametrize("arch", SSMS)
-def test_gpu_kernels_match_the_torch_path(arch, monkeypatch):
+def test_gpu_kernels_match_the_torch_path(arch, monkeypatch, no_tf32):
     if kernels.kernel(PACKAGE_OF[arch]) is None or kernels.kernel("conv") is None:
         pytest.skip("needs the GPU packages (pip install 'toolssm[gpu]')")
     used, real = [], kernels.kernel
@@ -410,7 +420,7 @@ def test_gpu_kernels_match_the_torch_path(arch, monkeypatch):
 
 
 @needs("selective_scan")
-def test_gpu_selective_scan_values_and_gradients():
+def test_gpu_selective_scan_values_and_gradients(no_tf32):
     g = torch.Generator(device="cuda").manual_seed(0)
     Bsz, T, Di, N = 2, 300, 64, 16
     x, dt, B, C = (torch.randn(Bsz, T, n, device="cuda", generator=g) for n in (Di, Di, N, N))
@@ -432,7 +442,7 @@ def test_gpu_selective_scan_values_and_gradients():
 
 
 @needs("ssd")
-def test_gpu_ssd_values_and_gradients():
+def test_gpu_ssd_values_and_gradients(no_tf32):
     g = torch.Generator(device="cuda").manual_seed(0)
     Bsz, T, H, P, N = 2, 200, 4, 16, 16
     x = torch.randn(Bsz, T, H, P, device="cuda", generator=g)
@@ -455,7 +465,7 @@ def test_gpu_ssd_values_and_gradients():
 
 
 @needs("conv")
-def test_gpu_conv_values_gradients_and_step():
+def test_gpu_conv_values_gradients_and_step(no_tf32):
     g = torch.Generator(device="cuda").manual_seed(0)
     x = torch.randn(2, 37, 64, device="cuda", generator=g)
     w, b = torch.randn(64, 4, device="cuda", generator=g), torch.randn(64, device="cuda", generator=g)
@@ -470,14 +480,14 @@ def test_gpu_conv_values_gradients_and_step():
             for t in range(5):
                 yt, st = kernels.causal_conv1d_step(x[:, t], w, b, st, backend)
                 ys.append(yt)
-        out[backend] = (y.detach(), s, [t.grad for t in inputs], torch.stack(ys, 1), st)
+        out[backend] = (y.detach(), s.detach(), [t.grad for t in inputs], torch.stack(ys, 1), st)
     for a, r in zip(out["cuda"], out["torch"], strict=True):
         for u, v in zip(a if isinstance(a, list) else [a], r if isinstance(r, list) else [r], strict=True):
             torch.testing.assert_close(u, v, atol=1e-4 * max(1.0, v.abs().max().item()), rtol=1e-4)
 
 
 @needs("gated_delta")
-def test_gpu_fla_chunk_in_bfloat16():
+def test_gpu_fla_chunk_in_bfloat16(no_tf32):
     g = torch.Generator(device="cuda").manual_seed(0)
     B, T, H, K, V = 2, 150, 4, 32, 64
     q, k = (F.normalize(torch.randn(B, T, H, K, device="cuda", generator=g), dim=-1) for _ in range(2))

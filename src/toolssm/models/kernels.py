@@ -183,7 +183,7 @@ def causal_conv1d_step(
         and _no_grad(x, weight, bias, state)
     ):
         new = state.contiguous().clone()  # the kernel shifts the state in place; the caller's stays as it was
-        return kernel("conv_step")(x, new, weight, bias, activation="silu"), new
+        return kernel("conv_step")(x.contiguous(), new, weight, bias, activation="silu"), new
     window = torch.cat([state, x[:, :, None]], 2)  # (B, D, K)
     y = (window * weight).sum(-1)  # (B, D)
     y = F.silu(y if bias is None else y + bias)
