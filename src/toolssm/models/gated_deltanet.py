@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from toolssm.models import kernels
 from toolssm.models.base import SequenceModel, State, register
 from toolssm.models.mamba import RMSNorm
 from toolssm.models.mamba2 import from_chunks, segsum, to_chunks
@@ -126,6 +127,37 @@ def gated_delta_step(
     return (q[..., None, :] @ h)[..., 0, :], h  # (B, H, V): h^T q
 
 
+def chunk_gated_delta_rule_auto(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    g: Tensor,
+    beta: Tensor,
+    h0: Tensor | None = None,
+    chunk: int = CHUNK,
+    backend: str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """chunk_gated_delta_rule's contract, by device (models/kernels.py): fla's chunk_gated_delta_rule for CUDA
+    fp16/bf16 tensors when it imports (its own chunk length), chunk_gated_delta_rule otherwise."""
+    if kernels.resolve(backend, q.device, "gated_delta") == "cuda":
+        out = kernels.cuda_gated_delta(q, k, v, g, beta, h0)
+        if out is not None:
+            return out
+    return chunk_gated_delta_rule(q, k, v, g, beta, h0, chunk)
+
+
+def gated_delta_step_auto(
+    q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor, h: Tensor | None, backend: str | None = None
+) -> tuple[Tensor, Tensor]:
+    """gated_delta_step's contract, by device: fla's fused_recurrent_gated_delta_rule for CUDA tensors when it
+    imports and no gradient is wanted, gated_delta_step otherwise."""
+    if kernels.resolve(backend, q.device, "gated_delta_step") == "cuda":
+        out = kernels.cuda_gated_delta_step(q, k, v, g, beta, h)
+        if out is not None:
+            return out
+    return gated_delta_step(q, k, v, g, beta, h)
+
+
 def l2norm(x: Tensor, eps: float = 1e-6) -> Tensor:  # (..., d) -> (..., d), unit length
     return x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + eps)
 
@@ -159,8 +191,10 @@ class GatedDeltaNetMixer(nn.Module):
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
         dt_init_floor: float = 1e-4,
+        backend: str | None = None,
     ):
         super().__init__()
+        self.backend = None if backend is None else kernels.check(backend)  # None: auto (models/kernels.py)
         self.n_heads, self.head_k_dim, self.head_v_dim = n_heads, head_dim, expand_v * head_dim
         self.key_dim, self.value_dim = key_dim, value_dim = n_heads * head_dim, n_heads * expand_v * head_dim
         self.conv_dim = 2 * key_dim + value_dim
@@ -208,25 +242,18 @@ class GatedDeltaNetMixer(nn.Module):
 
     def forward(self, x: Tensor, conv: Tensor | None, h: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """x (B, T, d_model); conv (B, Dc, d_conv-1) or None; h (B, H, K, V) or None -> out, conv, h."""
-        Bsz, T, _ = x.shape
-        if conv is None:
-            conv = x.new_zeros(Bsz, self.conv_dim, self.d_conv - 1)  # (B, Dc, K-1)
-        xc = torch.cat([conv, self._qkv(x).transpose(1, 2)], 2)  # (B, Dc, K-1+T)
-        conv = xc[:, :, T:]  # (B, Dc, K-1): the last d_conv-1 inputs
-        qkv = F.silu(F.conv1d(xc, self._conv_weight()[:, None], groups=self.conv_dim))  # (B, Dc, T)
-        q, k, v, g, beta = self._inputs(x, qkv.transpose(1, 2))  # (B, T, H, K) x2, (B, T, H, V), (B, T, H) x2
-        o, h = chunk_gated_delta_rule(q, k, v, g, beta, h, self.chunk)  # (B, T, H, V), (B, H, K, V)
+        # silu(causal conv); conv: the last d_conv-1 inputs (B, Dc, K-1)
+        qkv, conv = kernels.causal_conv1d(self._qkv(x), self._conv_weight(), None, conv, self.backend)  # (B, T, Dc)
+        q, k, v, g, beta = self._inputs(x, qkv)  # (B, T, H, K) x2, (B, T, H, V), (B, T, H) x2
+        o, h = chunk_gated_delta_rule_auto(q, k, v, g, beta, h, self.chunk, self.backend)  # (B, T, H, V), (B, H, K, V)
         return self._out(x, o), conv, h  # (B, T, d_model)
 
     def step(self, x: Tensor, conv: Tensor | None, h: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """x (B, d_model); conv (B, Dc, d_conv-1) or None; h (B, H, K, V) or None -> out, conv, h."""
-        if conv is None:
-            conv = x.new_zeros(x.shape[0], self.conv_dim, self.d_conv - 1)  # (B, Dc, K-1)
-        window = torch.cat([conv, self._qkv(x)[:, :, None]], 2)  # (B, Dc, K)
-        qkv = F.silu((window * self._conv_weight()).sum(-1))  # (B, Dc)
+        qkv, conv = kernels.causal_conv1d_step(self._qkv(x), self._conv_weight(), None, conv, self.backend)  # (B, Dc)
         q, k, v, g, beta = self._inputs(x, qkv)  # (B, H, K) x2, (B, H, V), (B, H) x2
-        o, h = gated_delta_step(q, k, v, g, beta, h)  # (B, H, V), (B, H, K, V)
-        return self._out(x, o), window[:, :, 1:], h  # (B, d_model)
+        o, h = gated_delta_step_auto(q, k, v, g, beta, h, self.backend)  # (B, H, V), (B, H, K, V)
+        return self._out(x, o), conv, h  # (B, d_model)
 
 
 class Block(nn.Module):
@@ -264,10 +291,13 @@ class GatedDeltaNet(SequenceModel):
         expand_v: int = 2,
         chunk: int = CHUNK,
         eps: float = 1e-6,
+        backend: str | None = None,
     ):
+        """backend: which kernels run (models/kernels.py; default auto)."""
         super().__init__()
         self.embeddings = nn.Embedding(vocab_size, d_model)
-        mixer = {"n_heads": n_heads, "head_dim": head_dim, "expand_v": expand_v, "d_conv": d_conv, "chunk": chunk}
+        mixer = {"n_heads": n_heads, "head_dim": head_dim, "expand_v": expand_v, "d_conv": d_conv, "chunk": chunk,
+                 "backend": backend}  # fmt: skip
         self.layers = nn.ModuleList(Block(d_model, d_ff, eps, **mixer) for _ in range(n_layers))
         self.norm = RMSNorm(d_model, eps)
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)

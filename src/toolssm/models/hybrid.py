@@ -78,7 +78,9 @@ class Hybrid(SequenceModel):
         rope_base: float = 10000.0,
         tie_embeddings: bool = True,
         chunk: int = CHUNK,
+        backend: str | None = None,
     ):
+        """backend: which kernels the Mamba layers run (models/kernels.py; default: mamba.SCAN, auto)."""
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} is not a multiple of n_heads={n_heads}")
@@ -90,7 +92,8 @@ class Hybrid(SequenceModel):
         self.is_attn = attention_layers(n_layers, attn_every)
         self.embed = nn.Embedding(vocab_size, d_model)
         nn.init.normal_(self.embed.weight, std=0.02)
-        mamba = {"d_state": d_state, "d_conv": d_conv, "expand": expand, "n_layers": n_layers, "chunk": chunk}
+        mamba = {"d_state": d_state, "d_conv": d_conv, "expand": expand, "n_layers": n_layers, "chunk": chunk,
+                 "backend": backend}  # fmt: skip
         self.layers = nn.ModuleList(
             AttentionLayer(d_model, n_heads) if a else ResidualBlock(d_model, **mamba) for a in self.is_attn
         )

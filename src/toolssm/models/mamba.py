@@ -36,13 +36,15 @@ stay in the CPU cache, so a short chunk is fastest here: a training step of the 
 quarter of the time of one scan over the whole sequence at once. On a GPU a longer chunk would mean fewer
 kernel launches (untested; pass ``chunk``).
 
-Which scan runs. `selective_scan` below is the reference. For CPU float32 tensors the blocks use instead the
-fused numba kernel of toolssm.models.scan_cpu: the same results up to fp32 rounding, no (B, T, d_inner, N)
-tensor at all, and a training step of the cpu preset (B=32, T=240, 1 thread) about 3x faster. Anything else
-(a GPU, float64) and any run without numba installed use the reference. ``SCAN = "torch"`` here, or
-``Mamba(..., scan="torch")``, forces the reference; ``"fused"`` insists on the kernel. Decoding (`step`)
-is the same in both: selective_step below (a fused numba step was no faster: its call overhead is as large
-as the few tensor operations it would replace).
+Which scan runs (toolssm.models.kernels has the rule for every op). `selective_scan` below is the reference. For
+CPU float32 tensors the blocks use instead the fused numba kernel of toolssm.models.scan_cpu: the same results up
+to fp32 rounding, no (B, T, d_inner, N) tensor at all, and a training step of the cpu preset (B=32, T=240, 1
+thread) about 3x faster. On CUDA tensors, when mamba_ssm imports, its selective_scan_fn (and for `step` its
+selective_state_update; causal_conv1d's kernels for the convolution). Anything else (float64, no numba, no
+package) uses the reference. ``SCAN = "torch"`` here, or ``Mamba(..., backend="torch")``, forces the reference;
+``"cpu_fused"`` (or its old name ``"fused"``) insists on the CPU kernel, ``"cuda"`` on the GPU packages. On CPU,
+decoding (`step`) is the same in both: selective_step below (a fused numba step was no faster: its call overhead
+is as large as the few tensor operations it would replace).
 
 State (batch first, fixed size): conv (B, n_layers, d_inner, d_conv-1), ssm (B, n_layers, d_inner, d_state).
 """
@@ -55,6 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from toolssm.models import kernels
 from toolssm.models.base import SequenceModel, State, register
 
 PRESETS = {
@@ -64,8 +67,8 @@ PRESETS = {
 
 CHUNK = 8  # scan chunk length: on 1 CPU thread (B=32, T=240) 4 to 8 is fastest, 16 +20%, 64 +150%
 
-SCAN = "auto"  # auto: the fused kernel for CPU float32 when numba is there, else the reference; torch; fused
-SCANS = ("auto", "torch", "fused")
+SCAN = "auto"  # the blocks' default backend: auto, torch, cpu_fused (old name: fused) or cuda (models/kernels.py)
+SCANS = (*kernels.BACKENDS, "fused")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -177,22 +180,38 @@ def selective_scan_auto(
     x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, h0: Tensor | None = None,
     chunk: int = CHUNK, impl: str | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """selective_scan's contract, by device: the fused CPU kernel (toolssm.models.scan_cpu) for CPU float32
-    tensors, the PyTorch reference otherwise. impl: auto (default: the module's SCAN), torch (the reference
-    always) or fused (the kernel, an error if it cannot run). chunk: the reference's chunk length."""
+    """selective_scan's contract, by device (models/kernels.py): the fused CPU kernel (toolssm.models.scan_cpu) for
+    CPU float32 tensors, mamba_ssm's kernel for CUDA tensors when it imports, the PyTorch reference otherwise.
+    impl: the backend, auto (default: the module's SCAN), torch (the reference always), cpu_fused or its old name
+    fused (the CPU kernel, an error if it cannot run) or cuda. chunk: the reference's chunk length."""
     impl = SCAN if impl is None else impl
-    if impl not in SCANS:
-        raise ValueError(f"unknown scan {impl!r} (choose from: {', '.join(SCANS)})")
-    if impl != "torch":
+    backend = kernels.resolve(impl, x.device, "selective_scan", cpu_fused=True)
+    if backend == "cuda":
+        out = kernels.cuda_selective_scan(x, dt, A, B, C, D, h0)
+        if out is not None:
+            return out
+    elif backend == "cpu_fused":
         from toolssm.models import scan_cpu  # numba itself is imported there on first use
 
         if scan_cpu.supports(x, dt, A, B, C, D, h0):
             return scan_cpu.selective_scan_cpu(x, dt, A, B, C, D, h0)
-        if impl == "fused":
+        if kernels.check(impl) == "cpu_fused":
             raise RuntimeError(
                 f"the fused scan needs numba installed, CPU float32 tensors and d_state <= {scan_cpu.MAX_STATE}"
             )
     return selective_scan(x, dt, A, B, C, D, h0, chunk)
+
+
+def selective_step_auto(
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, h: Tensor | None, impl: str | None = None
+) -> tuple[Tensor, Tensor]:
+    """selective_step's contract, by device: mamba_ssm's selective_state_update for CUDA tensors when it imports and
+    no gradient is wanted, selective_step otherwise. impl: the backend, as in selective_scan_auto."""
+    if kernels.resolve(SCAN if impl is None else impl, x.device, "selective_step") == "cuda":
+        out = kernels.cuda_selective_step(x, dt, A, B, C, D, h)
+        if out is not None:
+            return out
+    return selective_step(x, dt, A, B, C, D, h)
 
 
 def selective_step(
@@ -229,7 +248,7 @@ class MambaBlock(nn.Module):
         expand: int,
         n_layers: int,
         chunk: int = CHUNK,
-        scan: str | None = None,
+        backend: str | None = None,
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
         dt_init_floor: float = 1e-4,
@@ -239,9 +258,7 @@ class MambaBlock(nn.Module):
         super().__init__()
         self.d_inner = d_inner = expand * d_model
         self.d_state, self.d_conv, self.chunk = d_state, d_conv, chunk
-        if scan is not None and scan not in SCANS:
-            raise ValueError(f"unknown scan {scan!r} (choose from: {', '.join(SCANS)})")
-        self.scan = scan  # None: the module's SCAN at call time
+        self.backend = None if backend is None else kernels.check(backend)  # None: the module's SCAN at call time
         self.dt_rank = dt_rank = dt_rank or math.ceil(d_model / 16)
 
         self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=bias)
@@ -271,30 +288,24 @@ class MambaBlock(nn.Module):
 
     def forward(self, u: Tensor, conv: Tensor | None, h: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """u (B, T, d_model); conv (B, Di, d_conv-1) or None; h (B, Di, N) or None -> out, conv, h."""
-        Bsz, T, _ = u.shape
+        backend = SCAN if self.backend is None else self.backend
         x, z = self.in_proj(u).chunk(2, -1)  # (B, T, Di) x2
-        if conv is None:
-            conv = x.new_zeros(Bsz, self.d_inner, self.d_conv - 1)  # (B, Di, K-1)
-        xc = torch.cat([conv, x.transpose(1, 2)], 2)  # (B, Di, K-1+T)
-        conv = xc[:, :, T:]  # (B, Di, K-1): the last d_conv-1 inputs
-        x = F.silu(F.conv1d(xc, self.conv1d.weight, self.conv1d.bias, groups=self.d_inner))  # (B, Di, T)
-        x = x.transpose(1, 2)  # (B, T, Di)
+        # silu(causal conv); conv: the last d_conv-1 inputs (B, Di, K-1)
+        x, conv = kernels.causal_conv1d(x, self.conv1d.weight[:, 0], self.conv1d.bias, conv, backend)  # (B, T, Di)
         dt, B, C = self._ssm_params(x)  # (B, T, Di), (B, T, N), (B, T, N)
         A = -torch.exp(self.A_log)  # (Di, N)
-        y, h = selective_scan_auto(x, dt, A, B, C, self.D, h, self.chunk, self.scan)  # (B, T, Di), (B, Di, N)
+        y, h = selective_scan_auto(x, dt, A, B, C, self.D, h, self.chunk, backend)  # (B, T, Di), (B, Di, N)
         return self.out_proj(y * F.silu(z)), conv, h  # (B, T, d_model)
 
     def step(self, u: Tensor, conv: Tensor | None, h: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """u (B, d_model); conv (B, Di, d_conv-1) or None; h (B, Di, N) or None -> out, conv, h."""
+        backend = SCAN if self.backend is None else self.backend
         x, z = self.in_proj(u).chunk(2, -1)  # (B, Di) x2
-        if conv is None:
-            conv = x.new_zeros(x.shape[0], self.d_inner, self.d_conv - 1)  # (B, Di, K-1)
-        window = torch.cat([conv, x[:, :, None]], 2)  # (B, Di, K)
-        x = F.silu((window * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias)  # (B, Di)
+        x, conv = kernels.causal_conv1d_step(x, self.conv1d.weight[:, 0], self.conv1d.bias, conv, backend)  # (B, Di)
         dt, B, C = self._ssm_params(x)  # (B, Di), (B, N), (B, N)
         A = -torch.exp(self.A_log)  # (Di, N)
-        y, h = selective_step(x, dt, A, B, C, self.D, h)  # (B, Di), (B, Di, N)
-        return self.out_proj(y * F.silu(z)), window[:, :, 1:], h  # (B, d_model)
+        y, h = selective_step_auto(x, dt, A, B, C, self.D, h, backend)  # (B, Di), (B, Di, N)
+        return self.out_proj(y * F.silu(z)), conv, h  # (B, d_model)
 
 
 class ResidualBlock(nn.Module):
@@ -327,14 +338,17 @@ class Mamba(SequenceModel):
         eps: float = 1e-5,
         dt_rank: int | None = None,
         bias: bool = False,
+        backend: str | None = None,
         scan: str | None = None,
     ):
         """eps: the RMSNorms' epsilon; dt_rank: default ceil(d_model/16); bias: in_proj and out_proj biases
-        (Hugging Face's use_bias). These three exist for loading other checkpoints (models/hf.py)."""
+        (Hugging Face's use_bias). These three exist for loading other checkpoints (models/hf.py).
+        backend: which kernels run (models/kernels.py; default: the module's SCAN, auto); scan: its old name."""
         super().__init__()
         self.embed = nn.Embedding(vocab_size, d_model)
         nn.init.normal_(self.embed.weight, std=0.02)
-        block = dict(d_state=d_state, d_conv=d_conv, expand=expand, n_layers=n_layers, chunk=chunk, scan=scan)
+        backend = scan if backend is None else backend
+        block = dict(d_state=d_state, d_conv=d_conv, expand=expand, n_layers=n_layers, chunk=chunk, backend=backend)
         self.layers = nn.ModuleList(
             ResidualBlock(d_model, eps, dt_rank=dt_rank, bias=bias, **block) for _ in range(n_layers)
         )

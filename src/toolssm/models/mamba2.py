@@ -61,6 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from toolssm.models import kernels
 from toolssm.models.base import SequenceModel, State, register
 from toolssm.models.mamba import RMSNorm
 from toolssm.models.mistral import MLP
@@ -194,6 +195,35 @@ def ssd_step(
     return y, h
 
 
+def ssd_chunked_auto(
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    h0: Tensor | None = None,
+    chunk: int = CHUNK,
+    backend: str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """ssd_chunked's contract, by device (models/kernels.py): mamba_ssm's mamba_chunk_scan_combined for CUDA tensors
+    when it imports (chunk: its chunk_size), ssd_chunked otherwise. backend: auto (None), torch, cpu_fused or cuda."""
+    if kernels.resolve(backend, x.device, "ssd") == "cuda":
+        return kernels.cuda_ssd(x, dt, A, B, C, h0, chunk)
+    return ssd_chunked(x, dt, A, B, C, h0, chunk)
+
+
+def ssd_step_auto(
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h: Tensor | None, backend: str | None = None
+) -> tuple[Tensor, Tensor]:
+    """ssd_step's contract, by device: mamba_ssm's selective_state_update for CUDA tensors when it imports and no
+    gradient is wanted, ssd_step otherwise."""
+    if kernels.resolve(backend, x.device, "ssd_step") == "cuda":
+        out = kernels.cuda_ssd_step(x, dt, A, B, C, h)
+        if out is not None:
+            return out
+    return ssd_step(x, dt, A, B, C, h)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # modules
 
@@ -232,8 +262,10 @@ class Mamba2Mixer(nn.Module):
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
         dt_init_floor: float = 1e-4,
+        backend: str | None = None,
     ):
         super().__init__()
+        self.backend = None if backend is None else kernels.check(backend)  # None: auto (models/kernels.py)
         self.d_inner = d_inner = expand * d_model
         if d_inner % head_dim:
             raise ValueError(f"d_inner = expand * d_model = {d_inner} is not a multiple of head_dim={head_dim}")
@@ -278,29 +310,22 @@ class Mamba2Mixer(nn.Module):
 
     def forward(self, u: Tensor, conv: Tensor | None, h: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """u (B, T, d_model); conv (B, Dc, d_conv-1) or None; h (B, H, P, N) or None -> out, conv, h."""
-        Bsz, T, _ = u.shape
         z, xBC, dt = self._split(self.in_proj(u))  # (B, T, Di), (B, T, Dc), (B, T, H)
-        if conv is None:
-            conv = u.new_zeros(Bsz, self.conv_dim, self.d_conv - 1)  # (B, Dc, K-1)
-        xc = torch.cat([conv, xBC.transpose(1, 2)], 2)  # (B, Dc, K-1+T)
-        conv = xc[:, :, T:]  # (B, Dc, K-1): the last d_conv-1 inputs
-        xBC = F.silu(F.conv1d(xc, self.conv1d.weight, self.conv1d.bias, groups=self.conv_dim))  # (B, Dc, T)
-        x, dt, A, B, C = self._ssm_inputs(xBC.transpose(1, 2), dt)  # (B, T, H, P), (B, T, H), (H,), (B, T, N) x2
-        y, h = ssd_chunked(x, dt, A, B, C, h, self.chunk)  # (B, T, H, P), (B, H, P, N)
+        # silu(causal conv); conv: the last d_conv-1 inputs (B, Dc, K-1)
+        xBC, conv = kernels.causal_conv1d(xBC, self.conv1d.weight[:, 0], self.conv1d.bias, conv, self.backend)
+        x, dt, A, B, C = self._ssm_inputs(xBC, dt)  # (B, T, H, P), (B, T, H), (H,), (B, T, N) x2
+        y, h = ssd_chunked_auto(x, dt, A, B, C, h, self.chunk, self.backend)  # (B, T, H, P), (B, H, P, N)
         y = (y + self.D[:, None] * x).flatten(2)  # (B, T, Di)
         return self.out_proj(self.norm(y, z)), conv, h  # (B, T, d_model)
 
     def step(self, u: Tensor, conv: Tensor | None, h: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """u (B, d_model); conv (B, Dc, d_conv-1) or None; h (B, H, P, N) or None -> out, conv, h."""
         z, xBC, dt = self._split(self.in_proj(u))  # (B, Di), (B, Dc), (B, H)
-        if conv is None:
-            conv = u.new_zeros(u.shape[0], self.conv_dim, self.d_conv - 1)  # (B, Dc, K-1)
-        window = torch.cat([conv, xBC[:, :, None]], 2)  # (B, Dc, K)
-        xBC = F.silu((window * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias)  # (B, Dc)
+        xBC, conv = kernels.causal_conv1d_step(xBC, self.conv1d.weight[:, 0], self.conv1d.bias, conv, self.backend)
         x, dt, A, B, C = self._ssm_inputs(xBC, dt)  # (B, H, P), (B, H), (H,), (B, N) x2
-        y, h = ssd_step(x, dt, A, B, C, h)  # (B, H, P), (B, H, P, N)
+        y, h = ssd_step_auto(x, dt, A, B, C, h, self.backend)  # (B, H, P), (B, H, P, N)
         y = (y + self.D[:, None] * x).flatten(1)  # (B, Di)
-        return self.out_proj(self.norm(y, z)), window[:, :, 1:], h  # (B, d_model)
+        return self.out_proj(self.norm(y, z)), conv, h  # (B, d_model)
 
 
 class Block(nn.Module):
@@ -343,16 +368,18 @@ class Mamba2(SequenceModel):
         eps: float = 1e-5,
         bias: bool = False,
         dt_limit: tuple[float, float] | None = None,
+        backend: str | None = None,
     ):
         """n_groups: B, C groups (each shared by n_heads / n_groups heads; the gated norm per group too); eps: the
         RMSNorms' epsilon; bias: in_proj and out_proj biases; dt_limit: clamp dt (after the softplus) to
         [lo, hi], in the forward and in step alike. These four exist for loading Hugging Face checkpoints
-        (models/hf.py); the defaults are this package's Mamba-2."""
+        (models/hf.py); the defaults are this package's Mamba-2. backend: which kernels run (models/kernels.py;
+        default auto)."""
         super().__init__()
         self.embed = nn.Embedding(vocab_size, d_model)
         nn.init.normal_(self.embed.weight, std=0.02)
         mixer = {"d_state": d_state, "head_dim": head_dim, "expand": expand, "d_conv": d_conv, "chunk": chunk,
-                 "n_groups": n_groups, "bias": bias, "dt_limit": dt_limit}  # fmt: skip
+                 "n_groups": n_groups, "bias": bias, "dt_limit": dt_limit, "backend": backend}  # fmt: skip
         self.layers = nn.ModuleList(Block(d_model, d_ff, eps, **mixer) for _ in range(n_layers))
         self.norm_f = RMSNorm(d_model, eps)
         self.head = None if tie_embeddings else nn.Linear(d_model, vocab_size, bias=False)
