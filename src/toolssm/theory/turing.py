@@ -444,11 +444,9 @@ check1 x -> ryes _ L
 back 0 -> back 0 L
 back 1 -> back 1 L
 back x -> start x R
-ryes x -> ryes _ L           # clean the tape leftwards, then write the verdict on cell 0
-ryes 0 -> ryes _ L
-ryes 1 -> ryes _ L
+ryes x -> ryes _ L           # clean the tape leftwards (only marks are left), then write the verdict on cell 0
 ryes _ -> wyes _ R
-rno x -> rno _ L
+rno x -> rno _ L             # clean the marks and the unmatched middle
 rno 0 -> rno _ L
 rno 1 -> rno _ L
 rno _ -> wno _ R
@@ -463,56 +461,35 @@ input 1
 start p
 halt done
 # each pass crosses out every other unconsumed 1 (1 -> x), keeping floor(c/2) of c; the parity c mod 2 is
-# the next bit, stored in the first cell without one (1 -> 1:b, x -> x:b). A pass that finds no 1 ends.
+# the next bit, stored in the first cell without one (x -> x:b; that cell is always crossed out already:
+# after pass j the uncrossed cells are at positions >= 2^j - 1). A pass that finds no 1 ends.
 p 1 -> o x R
-p 1:0 -> o x:0 R
-p 1:1 -> o x:1 R
 p x -> p x R
 p x:0 -> p x:0 R
 p x:1 -> p x:1 R
 p _ -> fin _ L
 o 1 -> e 1 R
-o 1:0 -> e 1:0 R
-o 1:1 -> e 1:1 R
 o x -> o x R
-o x:0 -> o x:0 R
-o x:1 -> o x:1 R
 o _ -> ret1 _ L
 e 1 -> o x R
-e 1:0 -> o x:0 R
-e 1:1 -> o x:1 R
 e x -> e x R
-e x:0 -> e x:0 R
-e x:1 -> e x:1 R
 e _ -> ret0 _ L
 ret0 1 -> ret0 1 L
-ret0 1:0 -> ret0 1:0 L
-ret0 1:1 -> ret0 1:1 L
 ret0 x -> ret0 x L
 ret0 x:0 -> ret0 x:0 L
 ret0 x:1 -> ret0 x:1 L
 ret0 _ -> slot0 _ R
 ret1 1 -> ret1 1 L
-ret1 1:0 -> ret1 1:0 L
-ret1 1:1 -> ret1 1:1 L
 ret1 x -> ret1 x L
 ret1 x:0 -> ret1 x:0 L
 ret1 x:1 -> ret1 x:1 L
 ret1 _ -> slot1 _ R
-slot0 1:0 -> slot0 1:0 R
-slot0 1:1 -> slot0 1:1 R
 slot0 x:0 -> slot0 x:0 R
 slot0 x:1 -> slot0 x:1 R
-slot0 1 -> home 1:0 L
 slot0 x -> home x:0 L
-slot1 1:0 -> slot1 1:0 R
-slot1 1:1 -> slot1 1:1 R
 slot1 x:0 -> slot1 x:0 R
 slot1 x:1 -> slot1 x:1 R
-slot1 1 -> home 1:1 L
 slot1 x -> home x:1 L
-home 1:0 -> home 1:0 L
-home 1:1 -> home 1:1 L
 home x:0 -> home x:0 L
 home x:1 -> home x:1 L
 home _ -> p _ R
