@@ -280,13 +280,15 @@ class TableLearner:
         return set(self.table)
 
     def fit(self, traces: Iterable[Trajectory]) -> TableLearner:
+        T, C, O = Role.THOUGHT, Role.COMMAND, Role.OBSERVATION
+        step = [T, C, O, C, C, T]  # [q] [read] s [write:s'] move [q']
         for tr in traces:
             toks, roles = tr.tokens, tr.roles
             gen = [i for i, r in enumerate(roles) if r != Role.INPUT]
             if gen and self.start is None:
                 self.start = toks[gen[0]]
             for i in range(len(toks) - 5):
-                if roles[i] == Role.THOUGHT and toks[i + 1] == READ and roles[i + 2] == Role.OBSERVATION:
+                if toks[i + 1] == READ and roles[i : i + 6] == step:
                     key, val = (toks[i], toks[i + 2]), (toks[i + 5], toks[i + 3], toks[i + 4])
                     if self.table.setdefault(key, val) != val:
                         raise ValueError(f"traces disagree on {key}: {self.table[key]} vs {val}")
@@ -560,9 +562,11 @@ def get_demo(name: str) -> Demo:
 
 
 def training_traces(demo: Demo, n0: int, per_length: int, seed: int = 0) -> list[Trajectory]:
-    """``per_length`` compiled traces from each of D_1..D_{n0} (Lemma B.1's sampling scheme)."""
+    """The compiled traces of ``per_length`` draws from each of D_1..D_{n0} (Lemma B.1's sampling scheme).
+    A repeated input gives the same trace, which adds nothing to Â or R: each distinct one is kept once."""
     rng = random.Random(f"tm-train:{demo.machine.name}:{seed}")
-    return [compile_trace(demo.machine, demo.sample(rng, n)) for n in range(1, n0 + 1) for _ in range(per_length)]
+    inputs = dict.fromkeys(tuple(demo.sample(rng, n)) for n in range(1, n0 + 1) for _ in range(per_length))
+    return [compile_trace(demo.machine, x) for x in inputs]
 
 
 @dataclass
