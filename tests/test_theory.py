@@ -257,3 +257,12 @@ def test_theory_cli_bad_input_is_one_line(capsys, argv, needle):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1
+
+
+def test_a_learner_stopped_by_the_token_budget_is_truncated_not_crashed():
+    demo = DEMOS["increment"]
+    x = list("1011")
+    ep = get_task("tm-increment").episode(tuple(x), record=True, max_tokens=7)
+    ep.reset()
+    TableLearner.from_machine(demo.machine).drive(ep)
+    assert ep.truncated and not ep.terminated and ep.n_generated == 7

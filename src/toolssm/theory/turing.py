@@ -313,21 +313,32 @@ class TableLearner:
 
     def drive(self, episode: Episode) -> None:
         """Act in ``episode`` (already reset) until [EOS] or the token budget runs out."""
-        act = episode.act
+
+        def act(*tokens: str) -> list[str]:
+            obs: list[str] = []
+            for t in tokens:
+                if episode.terminated or episode.truncated:
+                    raise _Stop
+                obs = episode.step(t).observation
+            return obs
+
+        try:
+            self._policy(act)
+        except _Stop:
+            pass
+
+    def _policy(self, act) -> None:
         q = self.start
         if q is None:
             act(EOS)
             return
-        while not (episode.terminated or episode.truncated):
+        while True:
             act(q)
-            if q in self.halts:
+            if q in self.halts:  # the read-back: echo the tape from cell 0 up to the first blank
                 act(ANS)
-                while not (episode.terminated or episode.truncated):
-                    s = act(READ)[0]
-                    if s == EOS:
-                        act(EOS)
-                    else:
-                        act(s, RIGHT)
+                while (s := act(READ)[0]) != EOS:
+                    act(s, RIGHT)
+                act(EOS)
                 return
             s = act(READ)[0]
             nxt = self.table.get((q, s))
@@ -336,6 +347,10 @@ class TableLearner:
                 return
             q, w, d = nxt
             act(w, d)
+
+
+class _Stop(Exception):
+    """The episode's token budget ran out."""
 
 
 def sample_budget(n_pairs: int, eps: float, delta: float, n0: int) -> tuple[int, int]:
@@ -359,7 +374,6 @@ class Demo:
     sample: Callable[[random.Random, int], list[str]]
     truth: Callable[[Sequence[str]], list[str]]
     parse: Callable[[str], list[str]]
-    source: str
 
 
 def _bits(rng: random.Random, n: int) -> list[str]:
@@ -540,13 +554,13 @@ DEMOS: dict[str, Demo] = {
     d.machine.name: d
     for d in (
         Demo(parse_machine(INCREMENT), "binary increment, most significant bit first; D_n: uniform n-bit strings",
-             _bits, lambda x: list(format(int("".join(x), 2) + 1, f"0{len(x)}b")), _parse_bits, INCREMENT),
+             _bits, lambda x: list(format(int("".join(x), 2) + 1, f"0{len(x)}b")), _parse_bits),
         Demo(parse_machine(ADD), "binary addition of two n-bit numbers, one column per cell; D_n: uniform",
-             _add_sample, _add_truth, _add_parse, ADD),
+             _add_sample, _add_truth, _add_parse),
         Demo(parse_machine(PALINDROME), "palindrome check (O(n^2) steps); D_n: half palindromes, half uniform",
-             _palindrome_sample, lambda x: ["1" if list(x) == list(x)[::-1] else "0"], _parse_bits, PALINDROME),
+             _palindrome_sample, lambda x: ["1" if list(x) == list(x)[::-1] else "0"], _parse_bits),
         Demo(parse_machine(UNARY), "unary to binary, least significant bit first (O(n log n) steps); D_n: 1^n",
-             lambda rng, n: ["1"] * n, lambda x: list(format(len(x), "b")[::-1]), _unary_parse, UNARY),
+             lambda rng, n: ["1"] * n, lambda x: list(format(len(x), "b")[::-1]), _unary_parse),
     )
 }  # fmt: skip
 
