@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from toolssm.protocol import Episode
 from toolssm.tasks.base import Task, Verdict, register
-from toolssm.theory.turing import DEMOS, Demo, TableLearner, compile_trace, state_token
+from toolssm.theory.turing import DEMOS, Demo, TableLearner, compile_trace
 from toolssm.tools.tape import TapeMemory
 
 

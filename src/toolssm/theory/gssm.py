@@ -17,8 +17,8 @@ This module computes both sides for n-digit addition:
 
 What the bound does and does not predict (docs/theory.md): it is *necessary* for failure at large n,
 not a forecast of when failure starts. For the CPU LSTM (2 layers, d=96, fp32: 12,288 state bits) the
-crossover is at about 3,700 digits, while trained models collapse a few digits past their training
-length. The bound is astronomically loose because a trained network uses a vanishing fraction of the
+crossover is at 3,701 digits, while the paper's no-tool and single-turn ablations (App. D.7) fail just
+past their 5 training digits. The bound is astronomically loose because a trained network uses a vanishing fraction of the
 states its floats could hold.
 """
 
