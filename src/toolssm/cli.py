@@ -22,6 +22,7 @@ import tyro
 from toolssm.checkpoint import CheckpointError, check_task_format, load_checkpoint
 from toolssm.evaluate import evaluate, format_comparison, format_table, plot_curves, save_results
 from toolssm.tasks import get_task
+from toolssm.theory.cli import TheoryConfig, run_theory
 from toolssm.train import TrainConfig, resolve_device, train
 
 DEFAULT_LENGTHS = ("5", "10", "100", "1000")
@@ -251,6 +252,7 @@ COMMANDS = {
     "train": (TrainConfig, run_train),
     "eval": (EvalConfig, run_eval),
     "solve": (SolveConfig, run_solve),
+    "theory": (TheoryConfig, run_theory),
 }
 
 
@@ -268,12 +270,13 @@ def _one_line(captured: str) -> str:
 def parse(argv: list[str]):
     if not argv or argv[0] not in COMMANDS:
         if argv and argv[0] in ("-h", "--help"):
-            print("usage: toolssm {demo,compare,train,eval,solve} [--help] [FLAGS]\n\n"
+            print("usage: toolssm {demo,compare,train,eval,solve,theory} [--help] [FLAGS]\n\n"
                   "  demo     train on short problems, then test on long ones (the paper's headline)\n"
                   "  compare  the demo for several architectures, one table and plot (Figure 2)\n"
                   "  train    train a model on a task's expert trajectories\n"
                   "  eval     evaluate a checkpoint over a grid of problem sizes\n"
-                  "  solve    solve one problem with a trained model and its tool")  # fmt: skip
+                  "  solve    solve one problem with a trained model and its tool\n"
+                  "  theory   the paper's theorems, run: Turing-machine table learner, the state-count bound")  # fmt: skip
             raise SystemExit(0)
         what = f"unknown command {argv[0]!r}" if argv else "missing command"
         raise ValueError(f"{what} (choose from: {', '.join(COMMANDS)})")

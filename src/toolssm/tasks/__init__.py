@@ -7,6 +7,7 @@ from toolssm.tasks import (  # noqa: F401  (registers)
     logic_graph,
     multiplication,
     subtraction,
+    turing,
 )
 from toolssm.tasks.base import Task, Verdict, get_task, register, task_names
 

@@ -4,5 +4,6 @@ from toolssm.tools.base import ERR, Tool
 from toolssm.tools.calculator import CALC, Calculator
 from toolssm.tools.pointer import EDGE, PointerMemory
 from toolssm.tools.search import SearchMemory
+from toolssm.tools.tape import TapeMemory
 
-__all__ = ["CALC", "EDGE", "ERR", "Calculator", "PointerMemory", "SearchMemory", "Tool"]
+__all__ = ["CALC", "EDGE", "ERR", "Calculator", "PointerMemory", "SearchMemory", "TapeMemory", "Tool"]
