@@ -6,3 +6,4 @@ from toolssm.tools.pointer import EDGE, PointerMemory
 from toolssm.tools.search import SearchMemory
 
 __all__ = ["CALC", "EDGE", "ERR", "Calculator", "PointerMemory", "SearchMemory", "Tool"]
+from toolssm.tools.shell import ShellSandbox, ShellTool  # noqa: E402

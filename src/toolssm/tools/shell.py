@@ -34,9 +34,11 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from toolssm.tools.base import ERR, Tool
 
 #: where the workspace copy appears inside the sandbox
 WORKDIR = "/work"
@@ -320,3 +322,66 @@ class ShellSandbox:
             for name in [*dirs, *files]:
                 os.chown(os.path.join(root, name), uid, uid, follow_symlinks=False)
         os.chown(self.workspace, uid, uid)
+
+
+# -- the tool, token-level -----------------------------------------------------------------------------
+BASH, END_BASH = "[bash]", "[/bash]"
+
+
+class ShellTool(Tool):
+    """The sandboxed shell as a protocol `Tool`, for models that write text as BPE pieces.
+
+    One multi-token command ``[bash] <pieces of a bash command> [/bash]``; on ``[/bash]`` the pieces are
+    decoded to text, run in the episode's `ShellSandbox`, and the observation text
+    (`ShellResult.observation`) comes back as BPE pieces. ``[/bash]`` with no open command, or ``[bash]``
+    inside one, answers ``[ERR]``. ``reset`` starts a fresh throwaway workspace from ``files``;
+    ``close`` kills everything and deletes it.
+    """
+
+    tokens = (BASH, END_BASH, ERR)
+
+    def __init__(self, bpe, files: Mapping[str, str], *, limits: Limits | None = None,
+                 env: Mapping[str, str] | None = None):  # fmt: skip
+        self.bpe = bpe
+        self.initial = dict(files)
+        self.limits = limits
+        self.env = dict(env or {})
+        self.sandbox: ShellSandbox | None = None
+        self._cmd: list[str] | None = None
+        self.n_commands = 0
+
+    def reset(self, input_tokens: Sequence[str]) -> list[str]:
+        self.close()
+        self.sandbox = ShellSandbox(self.initial, limits=self.limits, env=self.env)
+        self._cmd = None
+        self.n_commands = 0
+        return []
+
+    def accepts(self, token: str) -> bool:
+        return self._cmd is not None or token in (BASH, END_BASH)
+
+    def step(self, command: str) -> list[str]:
+        if self._cmd is None:
+            if command == BASH:
+                self._cmd = []
+                return []
+            return [ERR]
+        if command == BASH:
+            self._cmd = None
+            return [ERR]
+        if command != END_BASH:
+            self._cmd.append(command)
+            return []
+        text, self._cmd = self.bpe.decode(self._cmd), None
+        assert self.sandbox is not None, "reset() first"
+        self.n_commands += 1
+        return self.bpe.encode(self.sandbox.run(text).observation())
+
+    def files(self) -> dict[str, str]:
+        assert self.sandbox is not None, "reset() first"
+        return self.sandbox.files()
+
+    def close(self) -> None:
+        if self.sandbox is not None:
+            self.sandbox.close()
+            self.sandbox = None
