@@ -15,7 +15,8 @@ from toolssm.tasks.codefix.codebase import BUG, ROOT, TARGET, generate
 from toolssm.tasks.codefix.trajectory import (
     collect, paper_filter, read_records, run_agent, texts, to_trajectory, write_jsonl,
 )  # fmt: skip
-from toolssm.tasks.codefix.verify import check_threading, touched_elsewhere, verify
+from toolssm.tasks.codefix.trajectory import ENV
+from toolssm.tasks.codefix.verify import LIMITS, check_threading, touched_elsewhere, verify
 from toolssm.tokenizer import Bpe
 from toolssm.tools import shell
 from toolssm.tools.base import ERR
@@ -111,7 +112,7 @@ def test_the_verifier_reports_other_functions_touched():
 
 
 def _drive(cb, agent):
-    with ShellSandbox(cb.files(), env={"PYTHONNODEBUGRANGES": "1"}) as sh:
+    with ShellSandbox(cb.files(), env=ENV, limits=LIMITS) as sh:
         policy, obs = make_agent(agent), None
         for _ in range(8 * cb.n + 16):
             cmd = policy(obs)
@@ -122,14 +123,14 @@ def _drive(cb, agent):
 
 
 @needs_bwrap
-@pytest.mark.parametrize("n", [4, 5, 6, 7, 9, 12, 16, 20, 25, 32, 40, 48, 64])
+@pytest.mark.parametrize("n", [4, 6, 9, 13, 16, 24, 32, 48, 64])
 def test_the_interactive_agent_fixes_every_codebase_cleanly(n):
     v = _drive(generate(random.Random(f"agents:{n}"), n), "interactive")
     assert v.fixed and v.clean, v
 
 
 @needs_bwrap
-@pytest.mark.parametrize("n", range(4, 65, 3))
+@pytest.mark.parametrize("n", range(4, 65, 4))
 def test_the_single_turn_agent_fixes_every_codebase_cleanly(n):
     v = _drive(generate(random.Random(f"agents:{n}"), n), "single-turn")
     assert v.fixed and v.clean, v

@@ -1,4 +1,4 @@
-"""The two hard-coded agents (paper App. E). Each is a policy: the last observation in, the next bash
+r"""The two hard-coded agents (paper App. E). Each is a policy: the last observation in, the next bash
 command out (or `SUBMIT`). They see the codebase only through the shell, like a model would.
 
 - **single-turn:** print every file (``tail -n +1 *.py``), then, from that one observation, make all the

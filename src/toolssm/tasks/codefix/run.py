@@ -14,6 +14,7 @@ sandbox, past the training length, and judges each workspace with the verifier: 
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from dataclasses import dataclass, field
@@ -21,13 +22,14 @@ from pathlib import Path
 
 import torch
 import tyro
+from tqdm.auto import tqdm
 
 from toolssm.checkpoint import load_checkpoint
 from toolssm.evaluate import LengthResult, format_comparison, format_table, plot_curves, save_results
 from toolssm.rollout import rollout
 from toolssm.tasks import get_task
 from toolssm.tasks.codefix.task import Codefix
-from toolssm.tasks.codefix.trajectory import collect, texts, write_jsonl
+from toolssm.tasks.codefix.trajectory import collect, read_records, texts
 from toolssm.tokenizer import Bpe
 
 
@@ -87,6 +89,14 @@ class Collect:
 
 
 @dataclass
+class Tokenizer:
+    """(Re)train the BPE tokenizer on every record in a data folder's JSONL files."""
+
+    data: str = "runs/codefix/data"
+    vocab_size: int = 1024
+
+
+@dataclass
 class Eval:
     """Pass rate against codebase size for one or more checkpoints; one table and one plot."""
 
@@ -103,14 +113,21 @@ class Eval:
 def run_collect(cfg: Collect) -> None:
     out = Path(cfg.out)
     sizes = range(cfg.min_size, cfg.max_size + 1)
+    out.mkdir(parents=True, exist_ok=True)
     every = []
-    for agent in ("interactive", "single-turn"):
+    for agent in ("single-turn", "interactive"):
         t0 = time.perf_counter()
-        records = collect(agent, sizes, cfg.count, seed=cfg.seed)
-        ok = [r for r in records if r["info"]["codefix"]["fixed"]]
-        write_jsonl(out / f"{agent}.jsonl", ok)
-        every += ok
-        print(f"{agent}: {len(ok)}/{len(records)} fixed, {time.perf_counter() - t0:.0f}s -> {out / f'{agent}.jsonl'}")
+        path = out / f"{agent}.jsonl"
+        n_ok = 0
+        with path.open("w") as f:  # one line per episode as it ends: a stopped run keeps what it has
+            for i in tqdm(range(cfg.count), desc=agent, dynamic_ncols=True):
+                [r] = collect(agent, sizes, 1, seed=f"{cfg.seed}:{i}")
+                if r["info"]["codefix"]["fixed"]:
+                    f.write(json.dumps(r) + "\n")
+                    f.flush()
+                    every.append(r)
+                    n_ok += 1
+        print(f"{agent}: {n_ok}/{cfg.count} fixed, {time.perf_counter() - t0:.0f}s -> {path}")
     Bpe.train(texts(every), cfg.vocab_size).save(out)
     print(f"tokenizer -> {out / 'tokenizer.json'}")
 
@@ -144,9 +161,12 @@ def run_eval(cfg: Eval) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = tyro.extras.subcommand_cli_from_dict({"collect": Collect, "eval": Eval}, args=argv)
+    cfg = tyro.extras.subcommand_cli_from_dict({"collect": Collect, "tokenizer": Tokenizer, "eval": Eval}, args=argv)
     if isinstance(cfg, Collect):
         run_collect(cfg)
+    elif isinstance(cfg, Tokenizer):
+        records = [r for p in sorted(Path(cfg.data).glob("*.jsonl")) for r in read_records(p)]
+        print(f"tokenizer on {len(records)} records -> {Bpe.train(texts(records), cfg.vocab_size).save(cfg.data)}")
     else:
         run_eval(cfg)
 

@@ -20,7 +20,7 @@ from toolssm.tasks.base import Task, Verdict, register
 from toolssm.tasks.codefix.agents import SUBMIT, make_agent
 from toolssm.tasks.codefix.codebase import Codebase, generate
 from toolssm.tasks.codefix.trajectory import ENV, SYSTEM, TASK, paper_filter, read_records, to_trajectory
-from toolssm.tasks.codefix.verify import CodefixVerdict, verify
+from toolssm.tasks.codefix.verify import LIMITS, CodefixVerdict, verify
 from toolssm.tokenizer import FILE, Bpe
 from toolssm.tools.shell import BASH, END_BASH, ShellTool
 
@@ -71,10 +71,10 @@ class Codefix(Task):
 
     # -- problems -----------------------------------------------------------------------------------
     def make_tool(self) -> ShellTool:
-        return ShellTool(self._need_bpe(), {}, env=ENV)
+        return ShellTool(self._need_bpe(), {}, env=ENV, limits=LIMITS)
 
     def episode(self, problem: Codebase, *, record: bool = False, max_tokens: int | None = None) -> Episode:
-        tool = ShellTool(self._need_bpe(), problem.files(), env=ENV)
+        tool = ShellTool(self._need_bpe(), problem.files(), env=ENV, limits=LIMITS)
         return Episode(tool, self.input_tokens(problem), record=record, max_tokens=max_tokens)
 
     def sample(self, rng: random.Random, max_size: int) -> Codebase:

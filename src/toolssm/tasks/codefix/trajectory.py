@@ -29,7 +29,7 @@ from typing import Any
 from toolssm.protocol import BOS, EOS, Role, Trajectory
 from toolssm.tasks.codefix.agents import SUBMIT, Policy, make_agent
 from toolssm.tasks.codefix.codebase import Codebase, generate
-from toolssm.tasks.codefix.verify import verify
+from toolssm.tasks.codefix.verify import LIMITS, verify
 from toolssm.tools.shell import BASH, END_BASH, Limits, ShellSandbox
 
 FORMAT = "mini-swe-agent-1"
@@ -64,7 +64,7 @@ def run_agent(
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": TASK}]
     obs: str | None = None
     status = "LimitsExceeded"
-    with ShellSandbox(codebase.files(), limits=limits, env=ENV) as sh:
+    with ShellSandbox(codebase.files(), limits=limits or LIMITS, env=ENV) as sh:
         for _ in range(max_turns):
             cmd = policy(obs)
             messages.append(assistant(cmd))
@@ -85,7 +85,7 @@ def run_agent(
     return {"info": info, "messages": messages, "trajectory_format": FORMAT}
 
 
-def collect(agent: str, sizes: Sequence[int], count: int, *, seed: int = 0) -> list[dict[str, Any]]:
+def collect(agent: str, sizes: Sequence[int], count: int, *, seed: int | str = 0) -> list[dict[str, Any]]:
     """``count`` records of ``agent`` on codebases with sizes drawn uniformly from ``sizes``."""
     out = []
     for i in range(count):

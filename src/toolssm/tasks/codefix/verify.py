@@ -24,6 +24,9 @@ from toolssm.tasks.codefix.codebase import BUG, ROOT, Codebase
 from toolssm.tools.shell import Limits, ShellSandbox
 
 RUN = "python3 main.py"
+#: generous wall clock: on a loaded machine a tiny program can wait seconds for a core (RLIMIT_CPU still
+#: stops a runaway loop after 5 CPU seconds)
+LIMITS = Limits(wall_s=60)
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,7 @@ def _imports(source: str) -> str:
 
 def verify(codebase: Codebase, files: Mapping[str, str], *, limits: Limits | None = None) -> CodefixVerdict:
     """Judge an edited codebase (relative path -> text). Runs main.py in a fresh sandbox."""
-    with ShellSandbox(files, limits=limits) as sh:
+    with ShellSandbox(files, limits=limits or LIMITS) as sh:
         r = sh.run(RUN)
     runs = r.returncode == 0 and r.stdout == codebase.expected_stdout()
     problems = check_threading(codebase, files)
