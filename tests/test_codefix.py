@@ -2,6 +2,7 @@
 import, tokens), and training plus evaluation through the real sandbox."""
 
 import ast
+import itertools
 import json
 import random
 import re
@@ -13,10 +14,21 @@ from toolssm.tasks import get_task
 from toolssm.tasks.codefix.agents import SUBMIT, make_agent
 from toolssm.tasks.codefix.codebase import BUG, ROOT, TARGET, generate
 from toolssm.tasks.codefix.trajectory import (
-    collect, paper_filter, read_records, run_agent, texts, to_trajectory, write_jsonl,
+    ENV,
+    collect,
+    paper_filter,
+    read_records,
+    run_agent,
+    texts,
+    to_trajectory,
+    write_jsonl,
 )  # fmt: skip
-from toolssm.tasks.codefix.trajectory import ENV
-from toolssm.tasks.codefix.verify import LIMITS, check_threading, touched_elsewhere, verify
+from toolssm.tasks.codefix.verify import (
+    LIMITS,
+    check_threading,
+    touched_elsewhere,
+    verify,
+)
 from toolssm.tokenizer import Bpe
 from toolssm.tools import shell
 from toolssm.tools.base import ERR
@@ -86,14 +98,20 @@ def test_the_verifier_accepts_the_fix_and_rejects_wrong_ones(seed):
     # foo makes up its own v10 instead of receiving it: it may even run, but v10 is not threaded
     foo = cb.by_name[TARGET]
     cheat = dict(cb.files())
-    cheat["foo.py"] = cheat["foo.py"].replace("    print(", f"    {BUG} = {dict(cb.functions[0].locals)[BUG]}\n    print(", 1)
+    cheat["foo.py"] = cheat["foo.py"].replace(
+        "    print(", f"    {BUG} = {dict(cb.functions[0].locals)[BUG]}\n    print(", 1
+    )
     v = verify(cb, cheat)
     assert not v.fixed and not v.threaded and any("assigns" in p or "take" in p for p in v.problems)
     # the wrong variable passed in v10's slot: foo prints the wrong value
     caller = next(f for f in cb.functions if any(c == TARGET for c, _ in f.calls))
     wrong = dict(fixed)
     src = wrong[caller.file]
-    wrong[caller.file] = re.sub(rf"{TARGET}\((.*), {BUG}\)", lambda m: f"{TARGET}({m.group(1)}, {foo.params[0]})", src)
+    wrong[caller.file] = re.sub(
+        rf"{TARGET}\((.*), {BUG}\)",
+        lambda m: f"{TARGET}({m.group(1)}, {foo.params[0]})",
+        src,
+    )
     assert wrong[caller.file] != src
     assert not verify(cb, wrong).fixed
 
@@ -108,7 +126,10 @@ def test_the_verifier_reports_other_functions_touched():
     v = verify(cb, files)
     assert v.fixed and not v.clean
     assert v.other_touched == (off.name, "added extra.py")
-    assert verify(cb, {**files, off.file: files[off.file] + "\n\n"}).other_touched == (off.name, "added extra.py")
+    assert verify(cb, {**files, off.file: files[off.file] + "\n\n"}).other_touched == (
+        off.name,
+        "added extra.py",
+    )
 
 
 def _drive(cb, agent):
@@ -161,7 +182,7 @@ def test_records_are_mini_swe_agent_messages_and_survive_jsonl(records, tmp_path
             assert r["info"]["codefix"]["fixed"] and r["info"]["codefix"]["agent"] == agent
             roles = [m["role"] for m in r["messages"]]
             assert roles[:2] == ["system", "user"] and roles[-1] == "assistant"
-            assert all(a != b for a, b in zip(roles[2:], roles[3:]))  # assistant and user alternate
+            assert all(a != b for a, b in itertools.pairwise(roles[2:]))  # assistant and user alternate
             assert r["messages"][-1]["content"] == f"```bash\n{SUBMIT}\n```"
     path = write_jsonl(tmp_path / "t.jsonl", records["interactive"])
     assert read_records(path) == records["interactive"]
@@ -200,7 +221,9 @@ def test_a_mini_swe_agent_traj_json_imports_with_thoughts_and_submit(bpe, tmp_pa
     (tmp_path / "run" / "i1" / "i1.traj.json").write_text(json.dumps(rec))
     [got] = read_records(tmp_path / "run")
     traj = to_trajectory(got, bpe)
-    text = {r: bpe.decode([t for t, q in zip(traj.tokens, traj.roles) if q == r and not t.startswith("[")]) for r in Role}
+    text = {
+        r: bpe.decode([t for t, q in zip(traj.tokens, traj.roles) if q == r and not t.startswith("[")]) for r in Role
+    }
     assert text[Role.INPUT] == "sys\nfix v10"
     assert text[Role.THOUGHT] == "THOUGHT: look first\n\nTHOUGHT: done\n\n"
     assert text[Role.COMMAND] == "cat main.py"
@@ -263,4 +286,11 @@ def test_train_from_records_saves_the_tokenizer_and_evaluates_through_the_sandbo
     [res] = evaluate_codefix(loaded.model, task, loaded.vocab, ["4"], n_problems=1, progress=False)
     assert res.n == 1 and 0 <= res.answer_acc <= 1 and res.tokens_per_problem > 0
     with pytest.raises(ValueError, match="takes no --data"):
-        train(TrainConfig(task="addition", data=str(data / "interactive.jsonl"), out=str(tmp_path / "x"), progress=False))
+        train(
+            TrainConfig(
+                task="addition",
+                data=str(data / "interactive.jsonl"),
+                out=str(tmp_path / "x"),
+                progress=False,
+            )
+        )

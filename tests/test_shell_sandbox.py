@@ -186,7 +186,10 @@ def test_close_kills_a_command_still_running_in_another_thread():
 
 def test_without_bubblewrap_the_tool_refuses_and_never_falls_back(monkeypatch):
     monkeypatch.setattr(shell, "bwrap_path", lambda: None)
-    with pytest.raises(SandboxUnavailable, match="refusing to run model-written commands without a sandbox"):
+    with pytest.raises(
+        SandboxUnavailable,
+        match="refusing to run model-written commands without a sandbox",
+    ):
         ShellSandbox({"main.py": "print(1)\n"})
 
 

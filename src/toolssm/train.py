@@ -17,7 +17,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from toolssm.checkpoint import find_checkpoint, load_checkpoint, load_train_state, save_checkpoint, task_format
+from toolssm.checkpoint import (
+    find_checkpoint,
+    load_checkpoint,
+    load_train_state,
+    save_checkpoint,
+    task_format,
+)
 from toolssm.models import ModelConfig, SequenceModel, build_model, n_params, resolve
 from toolssm.protocol import PAD, Trajectory, Vocab
 from toolssm.tasks import Task, get_task

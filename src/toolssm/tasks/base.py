@@ -118,7 +118,7 @@ class Task(ABC):
         """Files saved in the checkpoint beside the weights (name -> text), e.g. a BPE tokenizer."""
         return {}
 
-    def load_assets(self, folder: Any) -> None:  # noqa: B027 - optional hook
+    def load_assets(self, folder: Any) -> None:
         """Read back what `assets` saved, from a checkpoint folder."""
 
     def token_budget(self, problem: Any) -> int:

@@ -99,7 +99,10 @@ class ShellResult:
             except ValueError:
                 sig = f"signal {self.returncode - 128}"
             parts.append(f"[killed by {sig}: a resource limit (CPU time, memory, file size) or a signal]")
-        for name, text, n in (("stdout", self.stdout, self.stdout_bytes), ("stderr", self.stderr, self.stderr_bytes)):
+        for name, text, n in (
+            ("stdout", self.stdout, self.stdout_bytes),
+            ("stderr", self.stderr, self.stderr_bytes),
+        ):
             if n > cap:
                 parts.append(f"[{name} truncated: {n} bytes, showing first {cap}]")
             if n:
@@ -127,9 +130,18 @@ def _system_links() -> list[str]:
 def _probe(bwrap: str, as_nobody: bool) -> str | None:
     """None if a minimal sandbox starts, else bwrap's one-line complaint (e.g. no user namespaces)."""
     argv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"] if as_nobody else []
-    argv += [bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr", *_system_links(), "/usr/bin/true"]
+    argv += [
+        bwrap,
+        "--unshare-all",
+        "--die-with-parent",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        *_system_links(),
+        "/usr/bin/true",
+    ]
     try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
         return str(e)
     if r.returncode != 0:
@@ -198,7 +210,7 @@ class ShellSandbox:
             shutil.rmtree(self.workspace, ignore_errors=True)
             self.workspace = None
 
-    def __enter__(self) -> ShellSandbox:
+    def __enter__(self) -> ShellSandbox:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc) -> None:
@@ -207,7 +219,7 @@ class ShellSandbox:
     def __del__(self) -> None:  # a forgotten episode still cleans up
         try:
             self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
+        except Exception:  # noqa: BLE001, S110 - interpreter shutdown
             pass
 
     def files(self) -> dict[str, str]:
@@ -232,7 +244,12 @@ class ShellSandbox:
         assert self.workspace is not None
         argv = []
         if os.geteuid() == 0:  # root is exempt from RLIMIT_NPROC: become nobody first
-            argv += ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+            argv += [
+                "setpriv",
+                f"--reuid={NOBODY}",
+                f"--regid={NOBODY}",
+                "--clear-groups",
+            ]
         argv += [
             self._bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--clearenv",
             "--ro-bind", "/usr", "/usr",

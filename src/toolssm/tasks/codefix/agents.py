@@ -38,9 +38,9 @@ Policy = Callable[[str | None], str]
 _FRAME = re.compile(r'File "[^"]*?(\w+)\.py", line \d+, in (\w+)')
 _MISSING = re.compile(r"TypeError: (\w+)\(\) missing 1 required positional argument: 'v10'")
 _UNDEFINED = re.compile(r"NameError: name 'v10' is not defined")
-_FILE = re.compile(r"==> (\w+)\.py <==\n(.*?)(?=\n==> |\Z)", re.S)
-_CALL = re.compile(r"^    (\w+)\(", re.M)
-_DEF = re.compile(r"^def (\w+)\(", re.M)
+_FILE = re.compile(r"==> (\w+)\.py <==\n(.*?)(?=\n==> |\Z)", re.DOTALL)
+_CALL = re.compile(r"^    (\w+)\(", re.MULTILINE)
+_DEF = re.compile(r"^def (\w+)\(", re.MULTILINE)
 
 
 def take_bug(fn: str) -> str:
@@ -83,6 +83,7 @@ class InteractiveAgent:
         else:
             self.last = fix_from_traceback(observation or "") or SUBMIT
         return self.last
+
 
 def parse_listing(observation: str) -> dict[str, tuple[str, list[str]]]:
     """``tail -n +1 *.py`` output -> file stem -> (defined function, called functions in order)."""
@@ -130,7 +131,10 @@ class SingleTurnAgent:
         return SUBMIT
 
 
-AGENTS: dict[str, Callable[[], Policy]] = {"single-turn": SingleTurnAgent, "interactive": InteractiveAgent}
+AGENTS: dict[str, Callable[[], Policy]] = {
+    "single-turn": SingleTurnAgent,
+    "interactive": InteractiveAgent,
+}
 
 
 def make_agent(name: str) -> Policy:

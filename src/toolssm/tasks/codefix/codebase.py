@@ -116,7 +116,10 @@ class Codebase:
                 env[v] = x
             for c, args in f.calls:
                 child = self.by_name[c]
-                call(c, {**dict(zip(child.params, (env[a] for a in args))), BUG: env[BUG]})
+                call(
+                    c,
+                    {**dict(zip(child.params, (env[a] for a in args))), BUG: env[BUG]},
+                )
             lines.append(" ".join(str(env[v]) for v in f.prints))
 
         call(ROOT, {})

@@ -25,7 +25,13 @@ import tyro
 from tqdm.auto import tqdm
 
 from toolssm.checkpoint import load_checkpoint
-from toolssm.evaluate import LengthResult, format_comparison, format_table, plot_curves, save_results
+from toolssm.evaluate import (
+    LengthResult,
+    format_comparison,
+    format_table,
+    plot_curves,
+    save_results,
+)
 from toolssm.rollout import rollout
 from toolssm.tasks import get_task
 from toolssm.tasks.codefix.task import Codefix
@@ -150,12 +156,23 @@ def run_eval(cfg: Eval) -> None:
         curves[label] = res
         out = Path(cfg.out)
         out.mkdir(parents=True, exist_ok=True)
-        save_results(res, out / f"results-{i}.json", task=loaded.task, label=label, checkpoint=str(loaded.path))
+        save_results(
+            res,
+            out / f"results-{i}.json",
+            task=loaded.task,
+            label=label,
+            checkpoint=str(loaded.path),
+        )
         print(format_table(res, train_size=train_size, label=label))
     out = Path(cfg.out)
     table = format_comparison(curves, train_size=train_size)
     (out / "table.md").write_text(table + "\n")
-    plot_curves(curves, out / "pass_rate.png", train_size=train_size, title="code fixing: pass rate vs functions")
+    plot_curves(
+        curves,
+        out / "pass_rate.png",
+        train_size=train_size,
+        title="code fixing: pass rate vs functions",
+    )
     print(table)
     print(f"wrote {out / 'table.md'} and {out / 'pass_rate.png'}")
 

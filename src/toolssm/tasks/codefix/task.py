@@ -19,7 +19,14 @@ from toolssm.protocol import EOS, SPECIALS, Episode, Trajectory, Vocab
 from toolssm.tasks.base import Task, Verdict, register
 from toolssm.tasks.codefix.agents import SUBMIT, make_agent
 from toolssm.tasks.codefix.codebase import Codebase, generate
-from toolssm.tasks.codefix.trajectory import ENV, SYSTEM, TASK, paper_filter, read_records, to_trajectory
+from toolssm.tasks.codefix.trajectory import (
+    ENV,
+    SYSTEM,
+    TASK,
+    paper_filter,
+    read_records,
+    to_trajectory,
+)
 from toolssm.tasks.codefix.verify import LIMITS, CodefixVerdict, verify
 from toolssm.tokenizer import FILE, Bpe
 from toolssm.tools.shell import BASH, END_BASH, ShellTool

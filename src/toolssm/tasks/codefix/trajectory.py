@@ -38,7 +38,7 @@ TASK = "v10 is set in main.py and printed in foo.py but not passed down. Fix it.
 #: the sandbox environment the task's commands run in (plain tracebacks, no ^^^ markers, no .pyc files)
 ENV = {"PYTHONNODEBUGRANGES": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 #: mini-SWE-agent's action regex
-ACTION = re.compile(r"```bash\s*\n(.*?)\n```", re.S)
+ACTION = re.compile(r"```bash\s*\n(.*?)\n```", re.DOTALL)
 
 
 def assistant(command: str, thought: str = "") -> dict[str, str]:
@@ -61,7 +61,10 @@ def run_agent(
     name = agent if isinstance(agent, str) else type(agent).__name__
     policy = make_agent(agent) if isinstance(agent, str) else agent
     max_turns = max_turns or 8 * codebase.n + 16
-    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": TASK}]
+    messages = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": TASK},
+    ]
     obs: str | None = None
     status = "LimitsExceeded"
     with ShellSandbox(codebase.files(), limits=limits or LIMITS, env=ENV) as sh:
@@ -98,7 +101,9 @@ def collect(agent: str, sizes: Sequence[int], count: int, *, seed: int | str = 0
 def paper_filter(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The paper's selection (App. E): keep trajectories that fixed the bug and are shorter (in messages)
     than the average for their codebase size."""
-    fixed = [r for r in records if r["info"].get("codefix", {}).get("fixed", r["info"].get("exit_status") == "Submitted")]
+    fixed = [
+        r for r in records if r["info"].get("codefix", {}).get("fixed", r["info"].get("exit_status") == "Submitted")
+    ]
     by_n: dict[Any, list[int]] = {}
     for r in fixed:
         by_n.setdefault(r["info"].get("codefix", {}).get("n"), []).append(len(r["messages"]))
@@ -124,10 +129,14 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise ValueError(f"no trajectories at {path}")
     text = path.read_text()
-    records = [json.loads(text)] if path.suffix == ".json" else [json.loads(line) for line in text.splitlines() if line.strip()]
+    records = (
+        [json.loads(text)]
+        if path.suffix == ".json"
+        else [json.loads(line) for line in text.splitlines() if line.strip()]
+    )
     for r in records:
         if not isinstance(r, dict) or not isinstance(r.get("messages"), list):
-            raise ValueError(f"{path}: not a mini-SWE-agent trajectory (expected a 'messages' list)")
+            raise ValueError(f"{path}: not a mini-SWE-agent trajectory (expected a 'messages' list)")  # noqa: TRY004
     return records
 
 

@@ -90,7 +90,9 @@ def check_threading(codebase: Codebase, files: Mapping[str, str]) -> list[str]:
             callee = defs[c]
             assert callee is not None
             slot = _param_index(callee, BUG)
-            sites = [n for n in ast.walk(fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == c]
+            sites = [
+                n for n in ast.walk(fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == c
+            ]
             if not sites:
                 problems.append(f"{f.name} no longer calls {c}")
             for call in sites:
@@ -112,8 +114,15 @@ def touched_elsewhere(codebase: Codebase, files: Mapping[str, str]) -> list[str]
     for f in codebase.functions:
         if f.name in codebase.on_path or f.file not in files:
             continue
-        before, after = _function(original[f.file], f.name), _function(files[f.file], f.name)
-        if after is None or ast.dump(before) != ast.dump(after) or _imports(original[f.file]) != _imports(files[f.file]):
+        before, after = (
+            _function(original[f.file], f.name),
+            _function(files[f.file], f.name),
+        )
+        if (
+            after is None
+            or ast.dump(before) != ast.dump(after)
+            or _imports(original[f.file]) != _imports(files[f.file])
+        ):
             out.append(f.name)
     out += [f"added {p}" for p in sorted(set(files) - set(original))]
     out += [f"deleted {p}" for p in sorted(set(original) - set(files))]
@@ -122,7 +131,12 @@ def touched_elsewhere(codebase: Codebase, files: Mapping[str, str]) -> list[str]
 
 def _imports(source: str) -> str:
     try:
-        return ast.dump(ast.Module([n for n in ast.parse(source).body if not isinstance(n, ast.FunctionDef)], []))
+        return ast.dump(
+            ast.Module(
+                [n for n in ast.parse(source).body if not isinstance(n, ast.FunctionDef)],
+                [],
+            )
+        )
     except SyntaxError:
         return "unparsable"
 
