@@ -116,8 +116,10 @@ def test_a_fork_bomb_hits_the_process_limit_and_leaves_nothing_behind(sandbox):
 @needs_bwrap
 def test_an_infinite_loop_is_killed_by_the_cpu_limit(sandbox):
     r = sandbox.run("while :; do :; done")
-    assert r.returncode == 137 and not r.timed_out
-    assert "[killed by SIGKILL" in r.observation()
+    if r.timed_out:  # a starved machine can take longer than the wall clock to spend 1 CPU second
+        assert r.returncode == 124 and "[timed out after" in r.observation()
+    else:
+        assert r.returncode == 137 and "[killed by SIGKILL" in r.observation()
 
 
 @needs_bwrap

@@ -100,8 +100,8 @@ class Codebase:
             if f.name not in self.on_path:
                 out.append(f)
                 continue
-            params = f.params if f.name == ROOT else (BUG, *f.params)
-            calls = tuple((c, (BUG, *a) if c in self.on_path else a) for c, a in f.calls)
+            params = f.params if f.name == ROOT else (*f.params, BUG)
+            calls = tuple((c, (*a, BUG) if c in self.on_path else a) for c, a in f.calls)
             out.append(Function(f.name, params, f.locals, calls, f.prints))
         return Codebase(tuple(out))
 
