@@ -62,6 +62,7 @@ def save_checkpoint(
     train_config: dict[str, Any] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     task_format: dict[str, Any] | None = None,
+    extra_files: dict[str, str] | None = None,
 ) -> Path:
     run_dir = Path(run_dir)
     final, tmp, prev = run_dir / "checkpoint", run_dir / "checkpoint.tmp", run_dir / "checkpoint.prev"
@@ -80,6 +81,8 @@ def save_checkpoint(
         "task_format": task_format or {},
     }
     (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    for name, text in (extra_files or {}).items():  # task assets, e.g. a BPE tokenizer.json
+        (tmp / name).write_text(text)
     if optimizer is not None:
         torch.save({"optimizer": optimizer.state_dict(), "step": step}, tmp / "train_state.pt")
     shutil.rmtree(prev, ignore_errors=True)

@@ -17,7 +17,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from toolssm.checkpoint import find_checkpoint, load_checkpoint, load_train_state, save_checkpoint, task_format
+from toolssm.checkpoint import (
+    find_checkpoint,
+    load_checkpoint,
+    load_train_state,
+    save_checkpoint,
+    task_format,
+)
 from toolssm.models import ModelConfig, SequenceModel, build_model, n_params, resolve
 from toolssm.protocol import PAD, Trajectory, Vocab
 from toolssm.tasks import Task, get_task
@@ -31,6 +37,10 @@ class TrainConfig:
     """task name"""
     train_size: int = 5
     """largest problem size seen in training (digits for addition)"""
+    data: str = ""
+    """train on these stored trajectories (e.g. codefix JSONL) instead of the task's expert run online"""
+    max_len: int = 0
+    """crop each training trajectory to its first max_len tokens (0: no crop; the paper's code runs: 8192)"""
     mix: tuple[str, ...] = ()
     """auxiliary tasks as task:weight, e.g. addition:0.33: that fraction of each batch comes from the task"""
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -61,6 +71,8 @@ class TrainConfig:
         get_task(self.task)  # raises on an unknown task
         parse_mix(self)
         resolve(self.model)
+        if self.max_len < 0:
+            raise ValueError(f"bad max_len={self.max_len}: must be >= 0")
         for name in ("train_size", "steps", "batch_size", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"bad {name}={getattr(self, name)}: must be positive")
@@ -117,8 +129,15 @@ def mixed_vocab(task: Task, mix: list[tuple[Task, float]]) -> Vocab:
     return Vocab([*task.vocab().tokens, *(t for aux, _ in mix for t in aux.vocab().tokens)])
 
 
-def make_batch(task: Task, vocab: Vocab, cfg: TrainConfig, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+def make_batch(
+    task: Task, vocab: Vocab, cfg: TrainConfig, step: int, dataset: list[Trajectory] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     rng = random.Random(f"{cfg.seed}:{step}")  # a string seed is hashed deterministically
+    if dataset is not None:  # stored trajectories: a seeded draw with replacement
+        trajs = [dataset[rng.randrange(len(dataset))] for _ in range(cfg.batch_size)]
+        if cfg.max_len:
+            trajs = [Trajectory(t.tokens[: cfg.max_len], t.roles[: cfg.max_len]) for t in trajs]
+        return collate(trajs, vocab)
     mix = parse_mix(cfg)
     trajs = []
     for _ in range(cfg.batch_size):
@@ -148,6 +167,7 @@ def train(cfg: TrainConfig) -> Path:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     task = get_task(cfg.task)
+    dataset = task.load_data(cfg.data) if cfg.data else None  # may load the task's tokenizer
     vocab = mixed_vocab(task, parse_mix(cfg))
     model_kwargs = resolve(cfg.model)
     out = Path(cfg.out)
@@ -172,6 +192,7 @@ def train(cfg: TrainConfig) -> Path:
         return save_checkpoint(
             out, model, arch=cfg.model.arch, model_kwargs=model_kwargs, vocab=vocab, task=cfg.task,
             step=step, train_config=asdict(cfg), optimizer=opt, task_format=task_format(task),
+            extra_files=task.assets(),
         )  # fmt: skip
 
     log = (out / "log.jsonl").open("a")
@@ -186,7 +207,7 @@ def train(cfg: TrainConfig) -> Path:
         lr = lr_at(step, cfg)
         for g in opt.param_groups:
             g["lr"] = lr
-        tokens, mask = make_batch(task, vocab, cfg, step)
+        tokens, mask = make_batch(task, vocab, cfg, step, dataset)
         tokens, mask = tokens.to(device), mask.to(device)
         loss = masked_loss(model, tokens, mask)
         opt.zero_grad(set_to_none=True)

@@ -3,6 +3,7 @@
 from toolssm.tasks import (  # noqa: F401  (registers)
     addition,
     addition_ablations,
+    codefix,
     hanoi,
     logic_graph,
     multiplication,

@@ -110,6 +110,17 @@ class Task(ABC):
                 ep.step(tok)
         return ep
 
+    def load_data(self, path: str) -> list[Trajectory]:
+        """Stored trajectories to train on (``train --data``); most tasks generate theirs online."""
+        raise ValueError(f"task {self.name} generates its trajectories online; it takes no --data")
+
+    def assets(self) -> dict[str, str]:
+        """Files saved in the checkpoint beside the weights (name -> text), e.g. a BPE tokenizer."""
+        return {}
+
+    def load_assets(self, folder: Any) -> None:
+        """Read back what `assets` saved, from a checkpoint folder."""
+
     def token_budget(self, problem: Any) -> int:
         """How many tokens a model may generate before its episode is truncated: twice the expert's."""
         traj = self.demonstrate(problem)

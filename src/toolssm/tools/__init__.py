@@ -4,6 +4,8 @@ from toolssm.tools.base import ERR, Tool
 from toolssm.tools.calculator import CALC, Calculator
 from toolssm.tools.pointer import EDGE, PointerMemory
 from toolssm.tools.search import SearchMemory
+from toolssm.tools.shell import ShellSandbox, ShellTool
 from toolssm.tools.tape import TapeMemory
 
-__all__ = ["CALC", "EDGE", "ERR", "Calculator", "PointerMemory", "SearchMemory", "TapeMemory", "Tool"]
+__all__ = ["CALC", "EDGE", "ERR", "Calculator", "PointerMemory", "SearchMemory", "ShellSandbox", "ShellTool", "TapeMemory",
+           "Tool"]

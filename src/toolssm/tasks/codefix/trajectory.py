@@ -1,0 +1,186 @@
+"""Trajectories as mini-SWE-agent messages, stored as JSONL, and their tokens for training.
+
+A record (one JSONL line) has mini-SWE-agent's ``.traj.json`` layout (``trajectory_format``
+``mini-swe-agent-1``): ``{"info": {...}, "messages": [{"role", "content"}, ...], "trajectory_format"}``.
+
+- messages: ``system``, ``user`` (the task), then alternating ``assistant`` (optional thought text, then
+  one ```` ```bash ```` block) and ``user`` (the observation); the last assistant message submits with
+  ``echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT``.
+- ``info``: ``exit_status``, ``submission`` (empty: the workspace is the submission), and ``codefix``:
+  ``n``, ``seed``, ``agent``, ``fixed``, ``clean``, and the original ``files``, so a record can be
+  re-verified and replayed.
+
+`read_records` also reads a real mini-SWE-agent ``.traj.json`` (one record), which is how trajectories
+distilled from an LLM agent come in (docs/tasks/codefix.md). `to_trajectory` turns any record into
+protocol tokens with roles: the system and task messages are input, each assistant message is thought
+pieces then ``[bash] <command pieces> [/bash]`` (commands), each observation is observation pieces, and
+the submit command becomes ``[EOS]``. The live episode (`ShellTool`) produces the very same tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from toolssm.protocol import BOS, EOS, Role, Trajectory
+from toolssm.tasks.codefix.agents import SUBMIT, Policy, make_agent
+from toolssm.tasks.codefix.codebase import Codebase, generate
+from toolssm.tasks.codefix.verify import LIMITS, verify
+from toolssm.tools.shell import BASH, END_BASH, Limits, ShellSandbox
+
+FORMAT = "mini-swe-agent-1"
+SYSTEM = "You fix Python code with bash commands. Reply with one bash block."
+TASK = "v10 is set in main.py and printed in foo.py but not passed down. Fix it."
+#: the sandbox environment the task's commands run in (plain tracebacks, no ^^^ markers, no .pyc files)
+ENV = {"PYTHONNODEBUGRANGES": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+#: mini-SWE-agent's action regex
+ACTION = re.compile(r"```bash\s*\n(.*?)\n```", re.DOTALL)
+
+
+def assistant(command: str, thought: str = "") -> dict[str, str]:
+    return {"role": "assistant", "content": f"{thought}```bash\n{command}\n```"}
+
+
+def split_action(content: str) -> tuple[str, str | None]:
+    """(thought, command) of an assistant message; command None if it has no bash block."""
+    m = ACTION.search(content)
+    if m is None:
+        return content, None
+    return content[: m.start()], m.group(1)
+
+
+def run_agent(
+    codebase: Codebase, agent: Policy | str, *, seed: int | None = None, limits: Limits | None = None,
+    max_turns: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Drive an agent in a fresh sandbox over ``codebase``; return its record (verified)."""
+    name = agent if isinstance(agent, str) else type(agent).__name__
+    policy = make_agent(agent) if isinstance(agent, str) else agent
+    max_turns = max_turns or 8 * codebase.n + 16
+    messages = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": TASK},
+    ]
+    obs: str | None = None
+    status = "LimitsExceeded"
+    with ShellSandbox(codebase.files(), limits=limits or LIMITS, env=ENV) as sh:
+        for _ in range(max_turns):
+            cmd = policy(obs)
+            messages.append(assistant(cmd))
+            if cmd.startswith(SUBMIT):
+                status = "Submitted"
+                break
+            obs = sh.run(cmd).observation()
+            messages.append({"role": "user", "content": obs})
+        files = sh.files()
+    v = verify(codebase, files, limits=limits)
+    info = {
+        "exit_status": status, "submission": "",
+        "codefix": {
+            "n": codebase.n, "seed": seed, "agent": name, "fixed": v.fixed, "clean": v.clean,
+            "problems": list(v.problems), "other_touched": list(v.other_touched), "files": codebase.files(),
+        },
+    }  # fmt: skip
+    return {"info": info, "messages": messages, "trajectory_format": FORMAT}
+
+
+def collect(agent: str, sizes: Sequence[int], count: int, *, seed: int | str = 0) -> list[dict[str, Any]]:
+    """``count`` records of ``agent`` on codebases with sizes drawn uniformly from ``sizes``."""
+    out = []
+    for i in range(count):
+        rng = random.Random(f"codefix:{seed}:{i}")
+        n = rng.choice(list(sizes))
+        out.append(run_agent(generate(rng, n), agent, seed=i))
+    return out
+
+
+def paper_filter(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The paper's selection (App. E): keep trajectories that fixed the bug and are shorter (in messages)
+    than the average for their codebase size."""
+    fixed = [
+        r for r in records if r["info"].get("codefix", {}).get("fixed", r["info"].get("exit_status") == "Submitted")
+    ]
+    by_n: dict[Any, list[int]] = {}
+    for r in fixed:
+        by_n.setdefault(r["info"].get("codefix", {}).get("n"), []).append(len(r["messages"]))
+    mean = {n: sum(v) / len(v) for n, v in by_n.items()}
+    return [r for r in fixed if len(r["messages"]) <= mean[r["info"].get("codefix", {}).get("n")]]
+
+
+# -- files -----------------------------------------------------------------------------------------
+def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    return path
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """Records from our JSONL, or from one mini-SWE-agent ``.traj.json`` (or a folder of them)."""
+    path = Path(path)
+    if path.is_dir():
+        return [r for p in sorted(path.rglob("*.traj.json")) for r in read_records(p)]
+    if not path.is_file():
+        raise ValueError(f"no trajectories at {path}")
+    text = path.read_text()
+    records = (
+        [json.loads(text)]
+        if path.suffix == ".json"
+        else [json.loads(line) for line in text.splitlines() if line.strip()]
+    )
+    for r in records:
+        if not isinstance(r, dict) or not isinstance(r.get("messages"), list):
+            raise ValueError(f"{path}: not a mini-SWE-agent trajectory (expected a 'messages' list)")  # noqa: TRY004
+    return records
+
+
+# -- tokens ----------------------------------------------------------------------------------------
+def prompt(messages: Sequence[dict[str, Any]]) -> str:
+    """The input text: every message before the first assistant message, one per line."""
+    head = []
+    for m in messages:
+        if m["role"] == "assistant":
+            break
+        head.append(_text(m))
+    return "\n".join(head)
+
+
+def _text(message: dict[str, Any]) -> str:
+    c = message.get("content", "")
+    if isinstance(c, list):  # OpenAI content parts
+        return "".join(p.get("text", "") for p in c if isinstance(p, dict))
+    return str(c)
+
+
+def to_trajectory(record: dict[str, Any], bpe) -> Trajectory:
+    """Protocol tokens with roles for a record (see the module docstring)."""
+    msgs = record["messages"]
+    traj = Trajectory()
+    traj.extend([BOS, *bpe.encode(prompt(msgs))], Role.INPUT)
+    start = next((i for i, m in enumerate(msgs) if m["role"] == "assistant"), len(msgs))
+    for m in msgs[start:]:
+        if m["role"] == "assistant":
+            thought, cmd = split_action(_text(m))
+            traj.extend(bpe.encode(thought), Role.THOUGHT)
+            if cmd is None:
+                continue
+            if cmd.strip().startswith(SUBMIT):
+                traj.append(EOS, Role.OUTPUT)
+                break
+            traj.extend([BASH, *bpe.encode(cmd), END_BASH], Role.COMMAND)
+        else:
+            traj.extend(bpe.encode(_text(m)), Role.OBSERVATION)
+    return traj
+
+
+def texts(records: Iterable[dict[str, Any]]) -> Iterable[str]:
+    """Every message text, for training the tokenizer."""
+    for r in records:
+        for m in r["messages"]:
+            yield _text(m)
