@@ -21,6 +21,8 @@ import tyro
 
 from toolssm.checkpoint import CheckpointError, check_task_format, load_checkpoint
 from toolssm.evaluate import evaluate, format_comparison, format_table, plot_curves, save_results
+from toolssm.report import ReportConfig, run_report
+from toolssm.reproduce import ReproduceConfig, run_reproduce
 from toolssm.tasks import get_task
 from toolssm.train import TrainConfig, resolve_device, train
 
@@ -251,6 +253,8 @@ COMMANDS = {
     "train": (TrainConfig, run_train),
     "eval": (EvalConfig, run_eval),
     "solve": (SolveConfig, run_solve),
+    "reproduce": (ReproduceConfig, run_reproduce),
+    "report": (ReportConfig, run_report),
 }
 
 
@@ -268,12 +272,14 @@ def _one_line(captured: str) -> str:
 def parse(argv: list[str]):
     if not argv or argv[0] not in COMMANDS:
         if argv and argv[0] in ("-h", "--help"):
-            print("usage: toolssm {demo,compare,train,eval,solve} [--help] [FLAGS]\n\n"
+            print("usage: toolssm {demo,compare,train,eval,solve,reproduce,report} [--help] [FLAGS]\n\n"
                   "  demo     train on short problems, then test on long ones (the paper's headline)\n"
                   "  compare  the demo for several architectures, one table and plot (Figure 2)\n"
                   "  train    train a model on a task's expert trajectories\n"
                   "  eval     evaluate a checkpoint over a grid of problem sizes\n"
-                  "  solve    solve one problem with a trained model and its tool")  # fmt: skip
+                  "  solve    solve one problem with a trained model and its tool\n"
+                  "  reproduce  one table or figure of the paper: a resumable sweep, then its report\n"
+                  "  report     rebuild paper-style tables and plots from a sweep's records")  # fmt: skip
             raise SystemExit(0)
         what = f"unknown command {argv[0]!r}" if argv else "missing command"
         raise ValueError(f"{what} (choose from: {', '.join(COMMANDS)})")
