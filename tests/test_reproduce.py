@@ -105,9 +105,9 @@ def test_evaluation_fanned_out_over_processes_equals_one_process():
     model = build_model("lstm", len(vocab), resolve(ModelConfig(d_model=8, n_layers=1)))
     for p in model.parameters():  # a model that gets some right: bias the head toward the expert's tokens
         torch.nn.init.normal_(p, std=0.5)
-    kw = dict(n_problems=5, batch_size=2, progress=False)
+    kw = {"n_problems": 5, "batch_size": 2, "progress": False}
     one = evaluate(model, t, vocab, ["2", "3"], **kw)
     two = evaluate(model, t, vocab, ["2", "3"], procs=2, **kw)
-    strip = lambda rs: [{k: v for k, v in vars(r).items() if k != "seconds"} for r in rs]  # noqa: E731
+    strip = lambda rs: [{k: v for k, v in vars(r).items() if k != "seconds"} for r in rs]
     assert strip(one) == strip(two)
     assert any(r.token_acc for r in one)

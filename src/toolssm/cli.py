@@ -48,6 +48,8 @@ class EvalConfig:
     device: str = "auto"
     threads: int = 1
     """torch CPU threads for decoding: its per-token ops are tiny, so more threads only add overhead"""
+    procs: int = 1
+    """CPU processes to fan the batches out over (one thread each); results equal --procs 1 at the same batch size"""
     progress: bool = True
 
 
@@ -104,6 +106,7 @@ def run_eval(cfg: EvalConfig) -> int:
     results = evaluate(
         loaded.model, task, loaded.vocab, cfg.lengths, n_problems=cfg.n_problems, seed=cfg.seed,
         batch_size=cfg.batch_size, device=device, with_token_acc=cfg.token_acc, progress=cfg.progress,
+        procs=cfg.procs,
     )  # fmt: skip
     _report(results, out, train_size=train_size, label=loaded.arch, task=loaded.task, checkpoint=str(loaded.path))
     return 0

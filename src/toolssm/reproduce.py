@@ -22,13 +22,16 @@ the records alone.
 from __future__ import annotations
 
 import importlib.util
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import tyro
 
-from toolssm.sweep import Run, expand_grid, parse_overrides, set_dotted, sweep
+from toolssm.report import report
+from toolssm.sweep import Run, expand_grid, parse_overrides, record_path, set_dotted, sweep
+from toolssm.tasks import get_task
 
 #: the paper's synthetic-task grid (App. C). Its printed lr list repeats 0.0005; these are the 6 distinct values.
 PAPER_GRID: dict[str, tuple] = {
@@ -91,7 +94,8 @@ def _models(task: str, train_size: int, archs=BASELINES, panel: str = "", **extr
     return tuple(Row(a, task, train_size, {"model.arch": a, **extra}, panel) for a in archs)
 
 
-_MULT_LEN = {"cpu": ("10", "13", "14", "20", "100", "500", "1000"), "paper": ("10", "13", "14", "20", "100", "500", "1000")}
+_MULT_LEN = {"cpu": ("10", "13", "14", "20", "100", "500", "1000"),
+             "paper": ("10", "13", "14", "20", "100", "500", "1000")}  # fmt: skip
 _GRAPH_LEN = {"cpu": ("10", "20", "50", "100", "500", "1000"), "paper": ("10", "20", "50", "100", "500", "1000")}
 _HREC_LEN = {"cpu": ("7", "8", "9", "10"), "paper": ("7", "8", "9", "10", "11", "12")}
 
@@ -104,7 +108,8 @@ def _add(e: Experiment) -> None:
 
 _add(Experiment(
     "fig2-addition", "Figure 2: addition with the pointer tool, every architecture, trained on ≤ 5 digits",
-    (*_models("addition", 5, FIG2_MODELS), Row("mistral-w16", "addition", 5, {"model.arch": "mistral", "model.window": 16})),
+    (*_models("addition", 5, FIG2_MODELS),
+     Row("mistral-w16", "addition", 5, {"model.arch": "mistral", "model.window": 16})),
     {"cpu": ("5", "10", "100", "1000"), "paper": ("5", "10", "20", "50", "100", "200", "500", "1000")},
     cpu_note="9 runs, 2 at a time: about 45-60 min on the 2-core CPU (see docs/reproduce.md)",
 ))  # fmt: skip
@@ -115,14 +120,16 @@ _add(Experiment("table1-mult-x2", "Table 1: n×2 multiplication, trained on ≤ 
 _add(Experiment("table1-logic-graph", "Table 1: logical graph with the search tool, trained on ≤ 10 nodes",
                 _models("logic-graph", 10), _GRAPH_LEN))  # fmt: skip
 _add(Experiment(
-    "table1-hanoi", "Table 1: iterative Tower of Hanoi, trained on ≤ 8 disks (ours: local policy; the paper's scheme)",
+    "table1-hanoi",
+    "Table 1: iterative Tower of Hanoi, trained on ≤ 8 disks (ours: local policy; the paper's scheme)",
     (*_models("hanoi", 8, panel="hanoi"), *_models("hanoi-paper", 8, panel="hanoi-paper")),
     {"cpu": ("8", "9", "10"), "paper": ("8", "9", "10", "11", "12")},
     paper_seed_override={"mamba": tuple(range(10)), "pythia": tuple(range(10)), "*": (0, 1, 2)},
 ))  # fmt: skip
 _add(Experiment("table2-hanoi-recursive", "Table 2: recursive Tower of Hanoi, trained on ≤ 7 disks",
                 _models("hanoi-recursive", 7), _HREC_LEN,
-                paper_seed_override={"mamba": tuple(range(10)), "pythia": tuple(range(10)), "*": (0, 1, 2)}))  # fmt: skip
+                paper_seed_override={"mamba": tuple(range(10)), "pythia": tuple(range(10)),
+                                     "*": (0, 1, 2)}))  # fmt: skip
 _add(Experiment(
     "fig6-baselines", "Figure 6: baseline curves for ×1, ×2, logical graph and recursive Hanoi",
     (*_models("multiplication-x1", 10, panel="x1"), *_models("multiplication-x2", 10, panel="x2"),
@@ -139,7 +146,8 @@ _add(Experiment(
     cpu_seeds=(0,), paper_seeds=tuple(range(5)), paper_grid={},
 ))  # fmt: skip
 _add(Experiment(
-    "d7-addition-ablations", "App. D.7: Mamba addition without the pointer tool (direct, reversed, no tool, calculator)",
+    "d7-addition-ablations",
+    "App. D.7: Mamba addition without the pointer tool (direct, reversed, no tool, calculator)",
     tuple(Row(label, task, 5, {"model.arch": "mamba"}) for label, task in (
         ("pointer tool", "addition"), ("direct", "addition-direct"), ("reversed", "addition-reversed"),
         ("no tool", "addition-notool"), ("calculator", "addition-calculator"))),
@@ -251,7 +259,7 @@ def run_reproduce(cfg: ReproduceConfig) -> int:
     if exp.requires and importlib.util.find_spec(exp.requires) is None:
         raise ValueError(f"{exp.name} is not available yet: it needs {exp.requires}, which is not in this build")
     if exp.command:
-        from toolssm.cli import COMMANDS
+        from toolssm.cli import COMMANDS  # here: cli imports this module
 
         if exp.command not in COMMANDS:
             raise ValueError(f"{exp.name} is not available yet: `toolssm {exp.command}` is not in this build")
@@ -261,25 +269,17 @@ def run_reproduce(cfg: ReproduceConfig) -> int:
                 overrides=parse_overrides(cfg.set), device=cfg.device)  # fmt: skip
     for r in runs:  # fail fast: every task, model and size must exist before hours of work
         r.train_config(Path("unused")).validate()
-        from toolssm.tasks import get_task
-
         for s in r.lengths:
             get_task(r.train["task"]).parse_spec(s)
     out = Path(cfg.out or f"runs/reproduce/{exp.name}-{cfg.scale}")
     print(f"toolssm reproduce {exp.name} --scale {cfg.scale}: {exp.what}")
     print(f"{len(runs)} runs into {out}" + (f"; {exp.cpu_note}" if cfg.scale == "cpu" and exp.cpu_note else ""))
     if cfg.dry_run:
-        from toolssm.sweep import record_path
-
         for r in runs:
             print(f"  {'done' if record_path(out, r).is_file() else 'todo'}  {r.run_id}")
         return 0
-    import time
-
     t0 = time.perf_counter()
     sweep(runs, out, jobs=cfg.jobs, log=lambda s: print(s, flush=True))
-    from toolssm.report import report
-
     text, files = report(out)
     print()
     print(text)

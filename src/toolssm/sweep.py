@@ -130,10 +130,10 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
             out[key] = raw
     from toolssm.train import TrainConfig
 
-    known = {f.name for f in fields(TrainConfig)}
+    known, model_known = {f.name for f in fields(TrainConfig)}, {f.name for f in fields(ModelConfig)}
     for key in out:
         top, _, sub = key.partition(".")
-        if top not in known or (top == "model") != bool(sub) or (sub and sub not in {f.name for f in fields(ModelConfig)}):
+        if top not in known or (top == "model") != bool(sub) or (sub and sub not in model_known):
             raise ValueError(f"bad setting {key!r}: not a training config field (see toolssm train --help)")
     return out
 
@@ -144,9 +144,9 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
 def git_commit() -> str:
     try:
         here = Path(__file__).resolve().parent
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10)  # fmt: skip
+        git = {"cwd": here, "capture_output": True, "text": True, "timeout": 10, "check": False}
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], **git)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], **git)
         return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if sha.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -201,7 +201,7 @@ def aggregate(root: str | Path) -> Path:
 # -- one run ----------------------------------------------------------------------------------------------
 
 
-def execute(run: Run, root: str | Path, commit: str = "") -> dict[str, Any]:
+def execute(run: Run, root: str | Path, commit: str = "", jobs: int = 1) -> dict[str, Any]:
     """Train (resuming from the run's checkpoint if there is one), evaluate, write the record; return it."""
     from toolssm.checkpoint import load_checkpoint
     from toolssm.evaluate import evaluate
@@ -212,7 +212,7 @@ def execute(run: Run, root: str | Path, commit: str = "") -> dict[str, Any]:
     path = record_path(root, run)
     if path.is_file():
         return json.loads(path.read_text())
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.time()
     cfg = run.train_config(root / "runs" / run.run_id)
     ckpt = train(cfg)
     t_train = time.perf_counter() - t0
@@ -229,12 +229,14 @@ def execute(run: Run, root: str | Path, commit: str = "") -> dict[str, Any]:
         "run_id": run.run_id, "experiment": run.experiment, "panel": run.panel, "row": run.row,
         "scale": run.scale, "task": cfg.task, "arch": cfg.model.arch, "train_size": cfg.train_size,
         "seed": cfg.seed, "config": run.train, "lengths": list(run.lengths), "n_problems": run.n_problems,
-        "eval_seed": run.eval_seed, "stop_below": run.stop_below, "time_limit": run.time_limit, "params": _n_params(loaded.model),
+        "eval_seed": run.eval_seed, "stop_below": run.stop_below, "time_limit": run.time_limit,
+        "params": _n_params(loaded.model),
         "results": [asdict(r) for r in results], "skipped": [s for s in run.lengths if s not in done],
         "train_s": round(t_train, 2), "eval_s": round(time.perf_counter() - t0 - t_train, 2),
         "wall_s": round(time.perf_counter() - t0, 2), "commit": commit or git_commit(),
         "torch": torch.__version__, "host": platform.node(), "threads": torch.get_num_threads(),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "started_at": round(started, 3),
+        "ended_at": round(time.time(), 3), "jobs": jobs,
     }  # fmt: skip
     write_atomic(path, json.dumps(record) + "\n")
     return record
@@ -279,13 +281,13 @@ def sweep(runs: Sequence[Run], root: str | Path, *, jobs: int = 1, log=print) ->
     if jobs == 1:
         for run in todo:
             try:
-                finished(run, execute(run, root, commit), None)
+                finished(run, execute(run, root, commit, jobs), None)
             except Exception as e:  # noqa: BLE001  (one failed run does not stop the sweep)
                 finished(run, None, e)
     else:
         ctx = torch.multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_one_thread) as pool:
-            pending = {pool.submit(execute, run, root, commit): run for run in todo}
+            pending = {pool.submit(execute, run, root, commit, jobs): run for run in todo}
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
