@@ -20,6 +20,8 @@ The Transformer's solve costs O(L^2) (each step reads, and here copies, its whol
 estimated solve time exceeds ``--cap`` seconds it is not run; instead the per-token cost is measured at
 several context lengths up to the solve's full length (a KV cache of that shape), fitted as a + b*C, and
 the solve time is the sum over the solve's steps: a*L + b*L^2/2. Those cells are marked "extrap.".
+Likewise ``--rec-cap`` for the recurrent model, whose per-token cost is constant (fixed-size state): past it,
+the last measured solve's CPU time per token times the solve's length.
 """
 
 from __future__ import annotations
@@ -156,7 +158,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--digits", type=int, nargs="+", default=[10, 100, 1000, 10000])
     ap.add_argument("--recurrent", default="lstm", help="the recurrent model (cpu preset): lstm, gru, mamba, ...")
-    ap.add_argument("--cap", type=float, default=120.0, help="longest Transformer solve to run for real (s)")
+    ap.add_argument("--cap", type=float, default=120.0, help="longest Transformer solve to run for real (CPU s)")
+    ap.add_argument("--rec-cap", type=float, default=float("inf"),
+                    help="longest recurrent solve to run for real (CPU s); past it, the last measured per-token "
+                    "cost (constant for a fixed-size state) times the solve's length")  # fmt: skip
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--arch", help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="solve", help=argparse.SUPPRESS)
@@ -167,21 +172,32 @@ def main() -> None:
         child(args)
         return
     rows = []
-    target = None
+    target = last = None
     for d in args.digits:
-        rec = run_child(args.recurrent, d, "solve", None)
-        target = rec["params"]
+        rec = None
+        if target is None:
+            rec = run_child(args.recurrent, d, "solve", None)
+            target = rec["params"]
         cost = run_child("pythia", d, "cost", target)
         a, b = fit(cost["cost"])
         n = cost["tokens"]
+        if rec is None:
+            per_tok = last["seconds"] / last["tokens"]
+            if per_tok * n <= args.rec_cap:
+                rec = run_child(args.recurrent, d, "solve", None)
+            else:
+                rec = {**last, "tokens": n, "seconds": per_tok * n, "wall_s": None, "rss_growth_mb": None,
+                       "extrapolated": True}  # fmt: skip
+        last = rec if not rec.get("extrapolated") else last
         est = a * n + b * n * n / 2
         if est <= args.cap:
             tr = run_child("pythia", d, "solve", target)
             tr["extrapolated"] = False
         else:
-            kv = cost["cost"]  # state size at the end: the cache of n tokens
-            tr = {"params": cost["params"], "config": cost["config"], "tokens": n, "seconds": est, "extrapolated": True, "rss_growth_mb": None,
-                  "state_mb": None, "per_token_ms_at_end": 1e3 * max(t for c, t in kv if c == n)}  # fmt: skip
+            kv = cost["cost"]  # per-token cost at each context; the last is the full solve's
+            tr = {"params": cost["params"], "config": cost["config"], "tokens": n, "seconds": est, "extrapolated": True,
+                  "rss_growth_mb": None, "state_mb": None,
+                  "per_token_ms_at_end": 1e3 * max(t for c, t in kv if c == n)}  # fmt: skip
         tr["fit"] = (a, b)
         rows.append((d, rec, tr))
         print(json.dumps({"digits": d, "recurrent": rec, "transformer": tr}), flush=True)
@@ -196,12 +212,14 @@ def main() -> None:
     print("|" + "---|" * (head.count("|") - 1))
     for d, r, t in rows:
         mark = " (extrap.)" if t["extrapolated"] else ""
+        rmark = " (extrap.)" if r.get("extrapolated") else ""
         kv_mb = t["state_mb"] if t["state_mb"] is not None else kv_estimate(t, rows)
-        print(f"| {d:,} | {r['tokens']:,} | {r['seconds']:.2f} | {t['seconds']:.2f}{mark} | "
+        mb = lambda x: "–" if x is None else f"{x:.1f}"  # noqa: E731
+        print(f"| {d:,} | {r['tokens']:,} | {r['seconds']:.2f}{rmark} | {t['seconds']:.2f}{mark} | "
               f"{t['seconds'] / r['seconds']:.1f}x | {r['tokens'] / r['seconds']:,.0f} | "
               f"{t['tokens'] / t['seconds']:,.0f}{mark} | {r['state_mb']:.3f} | {kv_mb:.1f}"
-              f"{' (calc.)' if t['state_mb'] is None else ''} | {r['rss_growth_mb']:.1f} | "
-              f"{'–' if t['rss_growth_mb'] is None else format(t['rss_growth_mb'], '.1f')} |")  # fmt: skip
+              f"{' (calc.)' if t['state_mb'] is None else ''} | {mb(r['rss_growth_mb'])} | "
+              f"{mb(t['rss_growth_mb'])} |")  # fmt: skip
 
 
 def kv_estimate(t: dict, rows) -> float:

@@ -240,6 +240,7 @@ def fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
         tokens, mask = make_batch(task, vocab, cfg, step, rank, world)
         tokens, mask = tokens.to(device), mask.to(device)
         opt.zero_grad(set_to_none=True)
+        n_step_tok = int(mask[:, 1:].sum())
         if world == 1:
             loss = masked_loss(model, tokens, mask)
             loss.backward()
@@ -249,9 +250,10 @@ def fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
             dist.all_reduce(totals)
             (loss_sum * (world / totals[0].item())).backward()
             loss = totals[1] / totals[0]  # the global-batch mean, for the log
+            n_step_tok = int(totals[0].item())
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip else None
         opt.step()
-        n_tok += int(mask.sum())
+        n_tok += n_step_tok  # trained tokens of the global batch
         bar.update(1)
         if lead and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
             rec = {
