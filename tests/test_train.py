@@ -53,10 +53,10 @@ def test_resume_after_a_stop_gives_the_run_that_would_have_happened(tmp_path, mo
 
     real = train_mod.make_batch
 
-    def crash_at_4(task, vocab, cfg, step):
+    def crash_at_4(task, vocab, cfg, step, *shard):
         if step == 4:
             raise KeyboardInterrupt
-        return real(task, vocab, cfg, step)
+        return real(task, vocab, cfg, step, *shard)
 
     monkeypatch.setattr(train_mod, "make_batch", crash_at_4)
     with pytest.raises(KeyboardInterrupt):

@@ -21,6 +21,8 @@ import tyro
 
 from toolssm.checkpoint import CheckpointError, check_task_format, load_checkpoint
 from toolssm.evaluate import evaluate, format_comparison, format_table, plot_curves, save_results
+from toolssm.report import ReportConfig, run_report
+from toolssm.reproduce import ReproduceConfig, run_reproduce
 from toolssm.tasks import get_task
 from toolssm.theory.cli import TheoryConfig, run_theory
 from toolssm.train import TrainConfig, resolve_device, train
@@ -47,6 +49,8 @@ class EvalConfig:
     device: str = "auto"
     threads: int = 1
     """torch CPU threads for decoding: its per-token ops are tiny, so more threads only add overhead"""
+    procs: int = 1
+    """CPU processes to fan the batches out over (one thread each); results equal --procs 1 at the same batch size"""
     progress: bool = True
 
 
@@ -103,6 +107,7 @@ def run_eval(cfg: EvalConfig) -> int:
     results = evaluate(
         loaded.model, task, loaded.vocab, cfg.lengths, n_problems=cfg.n_problems, seed=cfg.seed,
         batch_size=cfg.batch_size, device=device, with_token_acc=cfg.token_acc, progress=cfg.progress,
+        procs=cfg.procs,
     )  # fmt: skip
     _report(results, out, train_size=train_size, label=loaded.arch, task=loaded.task, checkpoint=str(loaded.path))
     return 0
@@ -252,6 +257,8 @@ COMMANDS = {
     "train": (TrainConfig, run_train),
     "eval": (EvalConfig, run_eval),
     "solve": (SolveConfig, run_solve),
+    "reproduce": (ReproduceConfig, run_reproduce),
+    "report": (ReportConfig, run_report),
     "theory": (TheoryConfig, run_theory),
 }
 
@@ -270,13 +277,15 @@ def _one_line(captured: str) -> str:
 def parse(argv: list[str]):
     if not argv or argv[0] not in COMMANDS:
         if argv and argv[0] in ("-h", "--help"):
-            print("usage: toolssm {demo,compare,train,eval,solve,theory} [--help] [FLAGS]\n\n"
+            print("usage: toolssm {demo,compare,train,eval,solve,reproduce,report,theory} [--help] [FLAGS]\n\n"
                   "  demo     train on short problems, then test on long ones (the paper's headline)\n"
                   "  compare  the demo for several architectures, one table and plot (Figure 2)\n"
                   "  train    train a model on a task's expert trajectories\n"
                   "  eval     evaluate a checkpoint over a grid of problem sizes\n"
                   "  solve    solve one problem with a trained model and its tool\n"
-                  "  theory   the paper's theorems, run: Turing-machine table learner, the state-count bound")  # fmt: skip
+                  "  reproduce  one table or figure of the paper: a resumable sweep, then its report\n"
+                  "  report     rebuild paper-style tables and plots from a sweep's records\n"
+                  "  theory     the paper's theorems, run: Turing-machine table learner, the state-count bound")  # fmt: skip
             raise SystemExit(0)
         what = f"unknown command {argv[0]!r}" if argv else "missing command"
         raise ValueError(f"{what} (choose from: {', '.join(COMMANDS)})")

@@ -11,10 +11,12 @@ accuracy is still at least 5%, and p is the accuracy there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
 from collections.abc import Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -60,6 +62,39 @@ def token_accuracy(
     return correct, total
 
 
+def _score_batch(
+    model: SequenceModel, task: Task, vocab: Vocab, batch: Sequence, device, with_token_acc: bool,
+    progress: bool = False, desc: str = "decode",
+) -> tuple[int, ...]:
+    """(answers right, trajectories right, truncated, tokens, token-acc correct, token-acc total) on one batch."""
+    refs = [task.demonstrate(p) for p in batch]
+    episodes = [task.episode(p, max_tokens=task.token_budget(p)) for p in batch]
+    results = rollout(
+        model, vocab, episodes, references=[vocab.ids(r.tokens) for r in refs], device=device,
+        progress=progress, desc=desc,
+    )  # fmt: skip
+    n_ans = sum(task.verify(p, r.output).correct for p, r in zip(batch, results))
+    n_traj = sum(bool(r.trajectory_match) for r in results)
+    n_trunc = sum(r.truncated for r in results)
+    n_tok = sum(r.n_tokens for r in results)
+    tok_c, tok_t = token_accuracy(model, refs, vocab, device) if with_token_acc else (0, 0)
+    return n_ans, n_traj, n_trunc, n_tok, tok_c, tok_t
+
+
+# -- fan-out: each worker process holds the model and scores whole batches with one torch thread ----------
+
+_WORKER: dict = {}
+
+
+def _init_worker(model: SequenceModel, vocab: Vocab) -> None:
+    torch.set_num_threads(1)
+    _WORKER.update(model=model, vocab=vocab)
+
+
+def _worker_score(task: Task, batch: Sequence, with_token_acc: bool) -> tuple[int, ...]:
+    return _score_batch(_WORKER["model"], task, _WORKER["vocab"], batch, "cpu", with_token_acc)
+
+
 def evaluate_size(
     model: SequenceModel,
     task: Task,
@@ -72,29 +107,27 @@ def evaluate_size(
     device="cpu",
     with_token_acc: bool = True,
     progress: bool = False,
+    pool: Executor | None = None,
+    time_limit: float | None = None,
 ) -> LengthResult:
+    """Metrics at one size. With a ``pool`` (see `evaluate`'s ``procs``) the batches are scored in its worker
+    processes; batches are the same either way, so the counts are identical. ``time_limit`` (seconds, in
+    this process only): no new batch starts after it, and the result covers the problems done (``n``)."""
     size = task.parse_spec(spec)
     rng = random.Random(f"eval:{seed}:{spec}")
     problems = [task.sample_eval(rng, spec) for _ in range(n_problems)]
+    batches = [problems[b : b + batch_size] for b in range(0, n_problems, batch_size)]
     t0 = time.perf_counter()
-    n_ans = n_traj = n_trunc = n_tok = 0
-    tok_c = tok_t = 0
-    for b in range(0, n_problems, batch_size):
-        batch = problems[b : b + batch_size]
-        refs = [task.demonstrate(p) for p in batch]
-        episodes = [task.episode(p, max_tokens=task.token_budget(p)) for p in batch]
-        results = rollout(
-            model, vocab, episodes, references=[vocab.ids(r.tokens) for r in refs], device=device,
-            progress=progress, desc=f"decode size {spec}",
-        )  # fmt: skip
-        for p, r in zip(batch, results):
-            n_ans += task.verify(p, r.output).correct
-            n_traj += bool(r.trajectory_match)
-            n_trunc += r.truncated
-            n_tok += r.n_tokens
-        if with_token_acc:
-            c, t = token_accuracy(model, refs, vocab, device)
-            tok_c, tok_t = tok_c + c, tok_t + t
+    if pool is None:
+        scores = []
+        for b in batches:
+            if scores and time_limit is not None and time.perf_counter() - t0 > time_limit:
+                break
+            scores.append(_score_batch(model, task, vocab, b, device, with_token_acc, progress, f"decode size {spec}"))
+        n_problems = sum(len(b) for b in batches[: len(scores)])
+    else:
+        scores = list(pool.map(_worker_score, [task] * len(batches), batches, [with_token_acc] * len(batches)))
+    n_ans, n_traj, n_trunc, n_tok, tok_c, tok_t = (sum(col) for col in zip(*scores))
     return LengthResult(
         spec=spec, size=size, n=n_problems, answer_acc=n_ans / n_problems, trajectory_acc=n_traj / n_problems,
         token_acc=(tok_c / tok_t) if with_token_acc and tok_t else None, truncated=n_trunc,
@@ -114,22 +147,46 @@ def evaluate(
     device="cpu",
     with_token_acc: bool = True,
     progress: bool = True,
+    procs: int = 1,
+    stop_below: float | None = None,
+    time_limit: float | None = None,
 ) -> list[LengthResult]:
+    """Metrics at each size in ``specs``, in order.
+
+    ``procs`` > 1 fans the batches out over that many CPU processes (spawned, one torch thread each); use a
+    ``batch_size`` of about ``n_problems / procs``. ``stop_below``: once a size's answer accuracy is below
+    it, the larger sizes are not run (a cost cap for models that have already failed); the returned list
+    then ends early. ``time_limit``: per size, no new batch starts after that many seconds (the result's
+    ``n`` says how many problems were done; with ``procs`` > 1 it is ignored).
+    """
     for s in specs:  # fail fast on a bad spec, before any work
         task.parse_spec(s)
+    if procs < 1:
+        raise ValueError(f"bad procs={procs}: must be positive")
+    if procs > 1 and torch.device(device).type != "cpu":
+        raise ValueError("procs > 1 fans evaluation out over CPU processes; on a GPU use procs=1")
     out = []
-    for spec in specs:
-        r = evaluate_size(
-            model, task, vocab, spec, n_problems=n_problems, seed=seed, batch_size=batch_size, device=device,
-            with_token_acc=with_token_acc, progress=progress,
-        )  # fmt: skip
-        if progress:
-            print(
-                f"  size {spec:>6}: answer {r.answer_acc:6.1%}  trajectory {r.trajectory_acc:6.1%}"
-                f"  ({r.n} problems, {r.tokens_per_problem:,.0f} tokens each, {r.seconds:.1f}s)",
-                flush=True,
+    with contextlib.ExitStack() as stack:
+        pool = None
+        if procs > 1:
+            ctx = torch.multiprocessing.get_context("spawn")
+            pool = stack.enter_context(
+                ProcessPoolExecutor(procs, mp_context=ctx, initializer=_init_worker, initargs=(model, vocab))
             )
-        out.append(r)
+        for spec in specs:
+            r = evaluate_size(
+                model, task, vocab, spec, n_problems=n_problems, seed=seed, batch_size=batch_size, device=device,
+                with_token_acc=with_token_acc, progress=progress, pool=pool, time_limit=time_limit,
+            )  # fmt: skip
+            if progress:
+                print(
+                    f"  size {spec:>6}: answer {r.answer_acc:6.1%}  trajectory {r.trajectory_acc:6.1%}"
+                    f"  ({r.n} problems, {r.tokens_per_problem:,.0f} tokens each, {r.seconds:.1f}s)",
+                    flush=True,
+                )
+            out.append(r)
+            if stop_below is not None and r.answer_acc < stop_below:
+                break
     return out
 
 

@@ -2,18 +2,29 @@
 
 Flat on purpose, in the manner of nanoGPT. Every batch is a pure function of ``(seed, step)``, so a run
 resumed from a checkpoint is the run that would have happened without the stop.
+
+Data parallel: launched under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) the same entry point
+trains with ``torch.nn.parallel.DistributedDataParallel`` (gloo on CPU, nccl on CUDA). ``batch_size`` is
+the *global* batch: every rank draws the same ``(seed, step)`` problems and demonstrates its contiguous
+slice. Each rank's loss is its masked-token sum over the global token count (all-reduced), times the world
+size, because DDP averages gradients over ranks: the gradient is then exactly the single-process gradient
+of the global batch, and the logged loss the global-batch mean. Only rank 0 writes checkpoints and logs.
+
+    torchrun --nproc_per_node 2 -m toolssm.cli train --batch-size 64 --out runs/ddp
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
@@ -130,16 +141,27 @@ def mixed_vocab(task: Task, mix: list[tuple[Task, float]]) -> Vocab:
 
 
 def make_batch(
-    task: Task, vocab: Vocab, cfg: TrainConfig, step: int, dataset: list[Trajectory] | None = None
+    task: Task,
+    vocab: Vocab,
+    cfg: TrainConfig,
+    step: int,
+    dataset: list[Trajectory] | None = None,
+    rank: int = 0,
+    world: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The step's global batch, or with ``world`` > 1 rank ``rank``'s contiguous slice of it: every rank
+    draws all the problems from the same rng and demonstrates only its own. ``dataset``: stored trajectories
+    (a task's ``load_data``) instead of the expert."""
     rng = random.Random(f"{cfg.seed}:{step}")  # a string seed is hashed deterministically
     if dataset is not None:  # stored trajectories: a seeded draw with replacement
         trajs = [dataset[rng.randrange(len(dataset))] for _ in range(cfg.batch_size)]
+        per = cfg.batch_size // world
+        trajs = trajs[rank * per : (rank + 1) * per]
         if cfg.max_len:
             trajs = [Trajectory(t.tokens[: cfg.max_len], t.roles[: cfg.max_len]) for t in trajs]
         return collate(trajs, vocab)
     mix = parse_mix(cfg)
-    trajs = []
+    drawn = []
     for _ in range(cfg.batch_size):
         t = task
         if mix:  # one more draw picks the task (so with no mix, the batches are what they always were)
@@ -149,8 +171,9 @@ def make_batch(
                     t = aux
                     break
                 u -= weight
-        trajs.append(t.demonstrate(t.sample(rng, cfg.train_size)))
-    return collate(trajs, vocab)
+        drawn.append((t, t.sample(rng, cfg.train_size)))
+    per = cfg.batch_size // world
+    return collate([t.demonstrate(p) for t, p in drawn[rank * per : (rank + 1) * per]], vocab)
 
 
 def masked_loss(model: SequenceModel, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -160,12 +183,42 @@ def masked_loss(model: SequenceModel, tokens: torch.Tensor, mask: torch.Tensor) 
     return F.cross_entropy(logits[m], target[m])
 
 
+def masked_loss_sum(model: torch.nn.Module, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """The summed next-token cross-entropy on trained positions, and their count."""
+    logits, _ = model(tokens[:, :-1])
+    target, m = tokens[:, 1:], mask[:, 1:]
+    return F.cross_entropy(logits[m], target[m], reduction="sum"), int(m.sum())
+
+
+def init_distributed(device_name: str) -> tuple[int, int, torch.device | None]:
+    """(rank, world size, device) under torchrun; (0, 1, None) otherwise. Starts the process group
+    (nccl on CUDA, gloo on CPU) unless the caller already did."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, None
+    device = resolve_device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
 def train(cfg: TrainConfig) -> Path:
     """Run (or resume) training; returns the checkpoint folder."""
+    return fit(cfg)[0]
+
+
+def fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
+    """Run (or resume) training; returns the checkpoint folder and the trained model (every rank's)."""
     cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    rank, world, ddp_device = init_distributed(cfg.device)
+    if cfg.batch_size % world:
+        raise ValueError(f"bad batch_size={cfg.batch_size}: the global batch must split evenly over {world} ranks")
+    device = ddp_device or resolve_device(cfg.device)
     task = get_task(cfg.task)
     dataset = task.load_data(cfg.data) if cfg.data else None  # may load the task's tokenizer
     vocab = mixed_vocab(task, parse_mix(cfg))
@@ -185,8 +238,13 @@ def train(cfg: TrainConfig) -> Path:
         state = load_train_state(find_checkpoint(out))
         opt.load_state_dict(state["optimizer"])
         start = state["step"]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    lead = rank == 0  # the one rank that writes
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if lead:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
     def save(step: int) -> Path:
         return save_checkpoint(
@@ -195,9 +253,9 @@ def train(cfg: TrainConfig) -> Path:
             extra_files=task.assets(),
         )  # fmt: skip
 
-    log = (out / "log.jsonl").open("a")
+    log = (out / "log.jsonl").open("a") if lead else None
     bar = tqdm(
-        total=cfg.steps, initial=start, disable=not cfg.progress, dynamic_ncols=True,
+        total=cfg.steps, initial=start, disable=not (cfg.progress and lead), dynamic_ncols=True,
         desc=f"train {cfg.model.arch}/{cfg.task} ({n_params(model) / 1e6:.2f}M params)",
     )  # fmt: skip
     model.train()
@@ -207,16 +265,25 @@ def train(cfg: TrainConfig) -> Path:
         lr = lr_at(step, cfg)
         for g in opt.param_groups:
             g["lr"] = lr
-        tokens, mask = make_batch(task, vocab, cfg, step, dataset)
+        tokens, mask = make_batch(task, vocab, cfg, step, dataset, rank, world)
         tokens, mask = tokens.to(device), mask.to(device)
-        loss = masked_loss(model, tokens, mask)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        n_step_tok = int(mask[:, 1:].sum())
+        if world == 1:
+            loss = masked_loss(model, tokens, mask)
+            loss.backward()
+        else:  # normalize by the global token count; DDP's gradient average over ranks is undone by * world
+            loss_sum, count = masked_loss_sum(net, tokens, mask)
+            totals = torch.tensor([count, loss_sum.item()], dtype=torch.float64, device=device)
+            dist.all_reduce(totals)
+            (loss_sum * (world / totals[0].item())).backward()
+            loss = totals[1] / totals[0]  # the global-batch mean, for the log
+            n_step_tok = int(totals[0].item())
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip else None
         opt.step()
-        n_tok += int(mask.sum())
+        n_tok += n_step_tok  # trained tokens of the global batch
         bar.update(1)
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+        if lead and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
             rec = {
                 "step": step + 1, "loss": loss.item(), "lr": lr,
                 "grad_norm": None if gnorm is None else round(float(gnorm), 4),
@@ -226,10 +293,13 @@ def train(cfg: TrainConfig) -> Path:
             log.write(json.dumps(rec) + "\n")
             log.flush()
             bar.set_postfix(loss=f"{rec['loss']:.4f}")
-        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+        if lead and ((step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps):
             ckpt = save(step + 1)
     bar.close()
-    log.close()
-    if ckpt is None:  # nothing to do: resumed at the last step
+    if log is not None:
+        log.close()
+    if world > 1:
+        dist.barrier()  # the last checkpoint is on disk before any rank returns
+    if ckpt is None:  # nothing to do (resumed at the last step), or not the writing rank
         ckpt = find_checkpoint(out)
-    return ckpt
+    return ckpt, model

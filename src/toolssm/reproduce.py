@@ -1,0 +1,288 @@
+"""One command per item of the paper: ``toolssm reproduce EXPERIMENT --scale cpu|paper`` = sweep + report.
+
+`EXPERIMENTS` names each table and figure. An experiment is a list of rows (a model, an ablation, a grid
+point; optionally grouped into panels), each a task at a training size with training overrides, and the
+sizes to test. A scale turns the rows into runs:
+
+- ``cpu``: the demo recipe (cpu model presets, AdamW 3e-3, batch 32), one seed, 20 problems per size in
+  batches of 5. Two caps keep the evaluation cost bounded: it stops once a size falls below 5% (a model
+  at 0% at 100 digits is not expected to recover at 1,000), and at each size no new batch starts after
+  `CPU_EVAL_LIMIT` seconds (full attention, pythia and hybrid, reads its whole KV cache at each of the
+  ~36K decode steps of a 1,000-digit addition); the record's ``n`` says how many problems were done.
+  Meant for the 2-core machine (see docs/reproduce.md for wall times).
+- ``paper``: the paper's model presets and grid (App. C: lr × batch × weight decay, 2,000 steps, 2 seeds,
+  10 for Hanoi's Mamba and Pythia, 3 for its others), 100 problems per size, every size evaluated.
+  Meant for GPUs.
+
+Results go to ``runs/reproduce/<experiment>-<scale>/`` (see `toolssm.sweep` for the layout); a rerun
+skips finished runs and resumes interrupted ones. ``toolssm report`` rebuilds the tables and plots from
+the records alone.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import tyro
+
+from toolssm.report import report
+from toolssm.sweep import Run, expand_grid, parse_overrides, record_path, set_dotted, sweep
+from toolssm.tasks import get_task
+
+#: the paper's synthetic-task grid (App. C). Its printed lr list repeats 0.0005; these are the 6 distinct values.
+PAPER_GRID: dict[str, tuple] = {
+    "lr": (1e-4, 3e-4, 5e-4, 1e-3, 3e-3, 5e-3),
+    "batch_size": (128, 256, 512, 1024),
+    "weight_decay": (0.0, 0.01),
+}
+PAPER_STEPS = 2000
+
+#: rough relative training cost per architecture on one CPU thread (longest first; scheduling only)
+CPU_COST = {"lstm": 1.0, "gru": 1.2, "pythia": 3.0, "mistral": 4.0, "hybrid": 10.0, "mamba": 12.0, "mamba2": 14.0,
+            "gated_deltanet": 20.0}  # fmt: skip
+
+#: cpu scale: per size, no new batch of 5 problems starts after this many seconds (full attention at 1,000
+#: digits reads its whole KV cache at every one of ~36K decode steps)
+CPU_EVAL_LIMIT = 240.0
+
+BASELINES = ("mamba", "lstm", "gru", "pythia", "mistral")
+FIG2_MODELS = ("mamba", "lstm", "gru", "mamba2", "gated_deltanet", "hybrid", "pythia", "mistral")
+
+
+@dataclass(frozen=True)
+class Row:
+    row: str
+    task: str
+    train_size: int
+    train: dict[str, Any] = field(default_factory=dict)
+    """training overrides, dotted keys allowed (``model.arch``, ``steps``, ``mix``)"""
+    panel: str = ""
+
+    @property
+    def arch(self) -> str:
+        return self.train.get("model.arch", "lstm")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    what: str
+    """the paper item it reproduces"""
+    rows: tuple[Row, ...]
+    lengths: dict[str, tuple[str, ...]]
+    """sizes to test per scale (``cpu``, ``paper``); a panel may override with ``cpu:PANEL`` keys"""
+    cpu_seeds: tuple[int, ...] = (1,)
+    paper_seeds: tuple[int, ...] = (0, 1)
+    paper_seed_override: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """seeds per architecture at paper scale (Hanoi: 10 for Mamba and Pythia)"""
+    paper_grid: dict[str, tuple] = field(default_factory=lambda: dict(PAPER_GRID))
+    cpu_note: str = ""
+    requires: str = ""
+    """a module that must exist (experiments whose task or command is built elsewhere)"""
+    command: str = ""
+    """not a sweep: the toolssm command that produces it"""
+
+    def sizes(self, scale: str, panel: str) -> tuple[str, ...]:
+        return self.lengths.get(f"{scale}:{panel}", self.lengths[scale])
+
+
+def _models(task: str, train_size: int, archs=BASELINES, panel: str = "", **extra) -> tuple[Row, ...]:
+    return tuple(Row(a, task, train_size, {"model.arch": a, **extra}, panel) for a in archs)
+
+
+_MULT_LEN = {"cpu": ("10", "13", "14", "20", "100", "500", "1000"),
+             "paper": ("10", "13", "14", "20", "100", "500", "1000")}  # fmt: skip
+_GRAPH_LEN = {"cpu": ("10", "20", "50", "100", "500", "1000"), "paper": ("10", "20", "50", "100", "500", "1000")}
+_HREC_LEN = {"cpu": ("7", "8", "9", "10"), "paper": ("7", "8", "9", "10", "11", "12")}
+
+EXPERIMENTS: dict[str, Experiment] = {}
+
+
+def _add(e: Experiment) -> None:
+    EXPERIMENTS[e.name] = e
+
+
+_add(Experiment(
+    "fig2-addition", "Figure 2: addition with the pointer tool, every architecture, trained on ≤ 5 digits",
+    (*_models("addition", 5, FIG2_MODELS),
+     Row("mistral-w16", "addition", 5, {"model.arch": "mistral", "model.window": 16})),
+    {"cpu": ("5", "10", "100", "1000"), "paper": ("5", "10", "20", "50", "100", "200", "500", "1000")},
+    cpu_note="9 runs, 2 at a time: about 45-60 min on the 2-core CPU (see docs/reproduce.md)",
+))  # fmt: skip
+_add(Experiment("table1-mult-x1", "Table 1: n×1 multiplication, trained on ≤ 10 digits",
+                _models("multiplication-x1", 10), _MULT_LEN))  # fmt: skip
+_add(Experiment("table1-mult-x2", "Table 1: n×2 multiplication, trained on ≤ 10 digits",
+                _models("multiplication-x2", 10), _MULT_LEN))  # fmt: skip
+_add(Experiment("table1-logic-graph", "Table 1: logical graph with the search tool, trained on ≤ 10 nodes",
+                _models("logic-graph", 10), _GRAPH_LEN))  # fmt: skip
+_add(Experiment(
+    "table1-hanoi",
+    "Table 1: iterative Tower of Hanoi, trained on ≤ 8 disks (ours: local policy; the paper's scheme)",
+    (*_models("hanoi", 8, panel="hanoi"), *_models("hanoi-paper", 8, panel="hanoi-paper")),
+    {"cpu": ("8", "9", "10"), "paper": ("8", "9", "10", "11", "12")},
+    paper_seed_override={"mamba": tuple(range(10)), "pythia": tuple(range(10)), "*": (0, 1, 2)},
+))  # fmt: skip
+_add(Experiment("table2-hanoi-recursive", "Table 2: recursive Tower of Hanoi, trained on ≤ 7 disks",
+                _models("hanoi-recursive", 7), _HREC_LEN,
+                paper_seed_override={"mamba": tuple(range(10)), "pythia": tuple(range(10)),
+                                     "*": (0, 1, 2)}))  # fmt: skip
+_add(Experiment(
+    "fig6-baselines", "Figure 6: baseline curves for ×1, ×2, logical graph and recursive Hanoi",
+    (*_models("multiplication-x1", 10, panel="x1"), *_models("multiplication-x2", 10, panel="x2"),
+     *_models("logic-graph", 10, panel="logic-graph"), *_models("hanoi-recursive", 7, panel="hanoi-recursive")),
+    {**_MULT_LEN, "cpu:logic-graph": _GRAPH_LEN["cpu"], "paper:logic-graph": _GRAPH_LEN["paper"],
+     "cpu:hanoi-recursive": _HREC_LEN["cpu"], "paper:hanoi-recursive": _HREC_LEN["paper"]},
+))  # fmt: skip
+_add(Experiment(
+    "d6-mult-grid", "App. D.6: Mamba on n×1 and n×2 multiplication, training steps × training digits (lr 0.003)",
+    tuple(Row(f"{d} digits, {s} steps", task, d, {"model.arch": "mamba", "steps": s, "lr": 0.003}, panel)
+          for panel, task in (("x1", "multiplication-x1"), ("x2", "multiplication-x2"))
+          for d in (5, 10, 20) for s in (250, 500, 800)),
+    {"cpu": ("20", "100", "1000"), "paper": ("20", "50", "100", "200", "500", "1000")},
+    cpu_seeds=(0,), paper_seeds=tuple(range(5)), paper_grid={},
+))  # fmt: skip
+_add(Experiment(
+    "d7-addition-ablations",
+    "App. D.7: Mamba addition without the pointer tool (direct, reversed, no tool, calculator)",
+    tuple(Row(label, task, 5, {"model.arch": "mamba"}) for label, task in (
+        ("pointer tool", "addition"), ("direct", "addition-direct"), ("reversed", "addition-reversed"),
+        ("no tool", "addition-notool"), ("calculator", "addition-calculator"))),
+    {"cpu": ("5", "10", "20", "100", "1000"), "paper": ("5", "10", "20", "50", "100", "200", "500", "1000")},
+))  # fmt: skip
+_add(Experiment(
+    "d8-mixture", "App. D.8: n×2 multiplication (≤ 20 digits) mixed with addition, weight w, by training steps",
+    tuple(Row(f"w={w}", "multiplication-x2", 20,
+              {"model.arch": "mamba", "steps": s, "lr": 0.003, "mix": [f"addition:{w}"] if w else []}, f"{s} steps")
+          for s in (250, 500, 800) for w in (0, 0.33, 0.5, 0.6)),
+    {"cpu": ("20", "100", "1000"), "paper": ("20", "50", "100", "200", "500", "1000")},
+    cpu_seeds=(0,), paper_seeds=(0, 1, 2), paper_grid={},
+))  # fmt: skip
+_add(Experiment(
+    "fig1-codefix", "Figure 1: code fixing (interactive agent), Mamba vs Pythia, trained on ≤ 16 functions",
+    _models("codefix", 16, ("mamba", "pythia")),
+    {"cpu": ("4", "8", "16", "24", "30"), "paper": ("4", "8", "12", "16", "20", "24", "30")},
+    requires="toolssm.tasks.codefix",
+))  # fmt: skip
+_add(Experiment("theory", "Theorems 2.1 and 2.2: the executable theory demonstrations", (), {"cpu": (), "paper": ()},
+                requires="toolssm.theory", command="theory"))  # fmt: skip
+
+
+def plan(exp: Experiment, scale: str, *, rows: tuple[str, ...] = (), seeds: tuple[int, ...] = (),
+         lengths: tuple[str, ...] = (), n_problems: int | None = None, overrides: dict[str, Any] | None = None,
+         device: str = "auto") -> list[Run]:  # fmt: skip
+    """The experiment's runs at a scale: rows × grid × seeds, with the given restrictions and overrides."""
+    if scale not in ("cpu", "paper"):
+        raise ValueError(f"unknown scale {scale!r} (choose from: cpu, paper)")
+    known = {r.row for r in exp.rows}
+    for r in rows:
+        if r not in known:
+            raise ValueError(f"experiment {exp.name} has no row {r!r} (it has: {', '.join(sorted(known))})")
+    runs = []
+    for row in exp.rows:
+        if rows and row.row not in rows:
+            continue
+        base: dict[str, Any] = {"task": row.task, "train_size": row.train_size, "model": {"preset": scale}}
+        if scale == "paper":
+            base["steps"] = PAPER_STEPS
+        for k, v in row.train.items():
+            base = set_dotted(base, k, v)
+        base = set_dotted(base, "device", device)
+        grid = exp.paper_grid if scale == "paper" else {}
+        if scale == "paper":
+            row_seeds = exp.paper_seed_override.get(row.arch, exp.paper_seed_override.get("*", exp.paper_seeds))
+        else:
+            row_seeds = exp.cpu_seeds
+        for cfg in expand_grid(base, grid):
+            for k, v in (overrides or {}).items():
+                cfg = set_dotted(cfg, k, v)
+            for seed in seeds or row_seeds:
+                train = set_dotted(cfg, "seed", seed)
+                if scale == "paper" and "warmup" not in train:
+                    train["warmup"] = min(100, train.get("steps", PAPER_STEPS) // 10)
+                runs.append(Run(
+                    experiment=exp.name, row=row.row, panel=row.panel, train=train,
+                    lengths=tuple(lengths) or exp.sizes(scale, row.panel),
+                    n_problems=n_problems or (20 if scale == "cpu" else 100),
+                    stop_below=0.05 if scale == "cpu" else None, cost=CPU_COST.get(row.arch, 1.0), scale=scale,
+                    eval_batch_size=5 if scale == "cpu" else 100, time_limit=CPU_EVAL_LIMIT if scale == "cpu" else None,
+                ))  # fmt: skip
+    return runs
+
+
+@dataclass
+class ReproduceConfig:
+    """Reproduce one table or figure of the paper: run its sweep (resumable), then write its report."""
+
+    experiment: tyro.conf.Positional[str]
+    """one of: fig2-addition, table1-mult-x1, table1-mult-x2, table1-logic-graph, table1-hanoi,
+    table2-hanoi-recursive, fig6-baselines, d6-mult-grid, d7-addition-ablations, d8-mixture, fig1-codefix,
+    theory; or `list`"""
+    scale: Literal["cpu", "paper"] = "cpu"
+    """cpu: the 2-core recipe; paper: the paper's presets and grid (for GPUs)"""
+    out: str | None = None
+    """sweep folder (default runs/reproduce/EXPERIMENT-SCALE); a rerun continues where it stopped"""
+    jobs: int = 2
+    """runs at once, each in its own process with one torch thread"""
+    rows: tuple[str, ...] = ()
+    """only these rows (e.g. models); default all"""
+    seeds: tuple[int, ...] = ()
+    """override the scale's seeds"""
+    lengths: tuple[str, ...] = ()
+    """override the sizes to test"""
+    n_problems: int | None = None
+    """override the problems per size"""
+    set: tuple[str, ...] = ()
+    """training overrides for every run, key=value (e.g. steps=100 model.d_model=32)"""
+    device: str = "auto"
+    dry_run: bool = False
+    """list the runs (done or to do) and stop"""
+
+
+def describe() -> str:
+    lines = ["experiments (toolssm reproduce NAME --scale cpu|paper):"]
+    for e in EXPERIMENTS.values():
+        lines.append(f"  {e.name:<24} {e.what}")
+    return "\n".join(lines)
+
+
+def run_reproduce(cfg: ReproduceConfig) -> int:
+    if cfg.experiment == "list":
+        print(describe())
+        return 0
+    if cfg.experiment not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {cfg.experiment!r} (choose from: {', '.join(EXPERIMENTS)})")
+    exp = EXPERIMENTS[cfg.experiment]
+    if exp.requires and importlib.util.find_spec(exp.requires) is None:
+        raise ValueError(f"{exp.name} is not available yet: it needs {exp.requires}, which is not in this build")
+    if exp.command:
+        from toolssm.cli import COMMANDS  # here: cli imports this module
+
+        if exp.command not in COMMANDS:
+            raise ValueError(f"{exp.name} is not available yet: `toolssm {exp.command}` is not in this build")
+        cls, fn = COMMANDS[exp.command]
+        return fn(tyro.cli(cls, args=[]))
+    runs = plan(exp, cfg.scale, rows=cfg.rows, seeds=cfg.seeds, lengths=cfg.lengths, n_problems=cfg.n_problems,
+                overrides=parse_overrides(cfg.set), device=cfg.device)  # fmt: skip
+    for r in runs:  # fail fast: every task, model and size must exist before hours of work
+        r.train_config(Path("unused")).validate()
+        for s in r.lengths:
+            get_task(r.train["task"]).parse_spec(s)
+    out = Path(cfg.out or f"runs/reproduce/{exp.name}-{cfg.scale}")
+    print(f"toolssm reproduce {exp.name} --scale {cfg.scale}: {exp.what}")
+    print(f"{len(runs)} runs into {out}" + (f"; {exp.cpu_note}" if cfg.scale == "cpu" and exp.cpu_note else ""))
+    if cfg.dry_run:
+        for r in runs:
+            print(f"  {'done' if record_path(out, r).is_file() else 'todo'}  {r.run_id}")
+        return 0
+    t0 = time.perf_counter()
+    sweep(runs, out, jobs=cfg.jobs, log=lambda s: print(s, flush=True))
+    text, files = report(out)
+    print()
+    print(text)
+    print(f"wrote {', '.join(str(f) for f in files)}")
+    print(f"reproduce {exp.name} finished in {time.perf_counter() - t0:.0f}s")
+    return 0

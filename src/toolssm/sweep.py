@@ -1,0 +1,301 @@
+"""Sweeps: a list of runs (train, then evaluate), one JSONL record per finished run, resumable at any moment.
+
+A `Run` is everything that decides a result: the training config (task, model, hyperparameters, seed),
+the evaluation sizes and problem count, and its place in a figure (experiment, panel, row). Its id is a
+readable label plus a hash of all that, so the same run always lands in the same folder.
+
+Layout of a sweep folder::
+
+    runs/<run id>/            the run's checkpoint and training log (train.py; resumed after a stop)
+    records/<run id>.jsonl    the run's record, one JSON line: written when, and only when, the run is done
+    results.jsonl             every record, one per line (rebuilt from records/ after each run)
+    sweep.json                the planned runs (so a report can say how many are still missing)
+
+**A run is done iff its record exists.** The record is written to a temporary file, flushed, fsynced and
+renamed into place (an atomic step on POSIX), so a SIGKILL at any moment leaves either no record (the run
+is redone: its training resumes from its last checkpoint, its evaluation starts over) or a whole one (the
+run is skipped). No finished run is lost, and none is run twice.
+
+Runs go ``jobs`` at a time, each in its own spawned process with one torch thread (``jobs=1``: in this
+process). The longest runs (by the ``cost`` hint) start first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import json
+import os
+import platform
+import re
+import subprocess
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from toolssm.models import ModelConfig
+
+#: TrainConfig fields that do not change the result (where it goes, how it reports); left out of run ids
+NOT_RESULT = ("out", "resume", "progress", "threads", "device", "save_every", "log_every")
+
+
+@dataclass
+class Run:
+    """One training run and its evaluation."""
+
+    experiment: str
+    row: str
+    """the curve or table row it belongs to (e.g. the model)"""
+    train: dict[str, Any]
+    """TrainConfig fields; ``model`` is a dict of ModelConfig fields"""
+    lengths: tuple[str, ...]
+    n_problems: int = 20
+    panel: str = ""
+    """the figure panel or table column group, if the experiment has several"""
+    eval_batch_size: int = 32
+    eval_seed: int = 1234
+    stop_below: float | None = None
+    """skip the larger sizes once answer accuracy is below this (cost cap for models that already failed)"""
+    time_limit: float | None = None
+    """per size: no new evaluation batch starts after this many seconds (the record's n says how many ran)"""
+    cost: float = 1.0
+    """a relative wall-time hint: longer runs start first"""
+    scale: str = "cpu"
+
+    @property
+    def seed(self) -> int:
+        return int(self.train.get("seed", 0))
+
+    @property
+    def run_id(self) -> str:
+        key = {k: v for k, v in asdict(self).items() if k not in ("cost", "scale", "time_limit")}
+        key["train"] = {k: v for k, v in self.train.items() if k not in NOT_RESULT}
+        digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()[:10]
+        label = re.sub(r"[^A-Za-z0-9_.=-]+", "_", "-".join(x for x in (self.panel, self.row) if x))
+        return f"{label}-s{self.seed}-{digest}"
+
+    def train_config(self, out: Path):
+        from toolssm.train import TrainConfig
+
+        kw = {k: v for k, v in self.train.items() if k != "model"}
+        kw["mix"] = tuple(kw.get("mix", ()))
+        cfg = TrainConfig(**kw, model=ModelConfig(**self.train.get("model", {})))
+        cfg.out, cfg.resume, cfg.progress = str(out), True, False
+        return cfg
+
+
+# -- grids ------------------------------------------------------------------------------------------------
+
+
+def set_dotted(d: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """A copy of ``d`` with ``key`` (``lr`` or ``model.d_model``) set to ``value``."""
+    out = json.loads(json.dumps(d))
+    node = out
+    *path, last = key.split(".")
+    for p in path:
+        node = node.setdefault(p, {})
+    node[last] = value
+    return out
+
+
+def expand_grid(base: dict[str, Any], grid: dict[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the grid's values (keys may be dotted), applied to ``base``; the last key
+    varies fastest."""
+    keys = list(grid)
+    out = []
+    for values in itertools.product(*(grid[k] for k in keys)):
+        d = base
+        for k, v in zip(keys, values):
+            d = set_dotted(d, k, v)
+        out.append(d)
+    return out
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """``key=value`` strings (values parsed as JSON when they can be: numbers, true, lists) into a dict."""
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"bad setting {item!r}: expected key=value, e.g. steps=100 or model.d_model=32")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    from toolssm.train import TrainConfig
+
+    known, model_known = {f.name for f in fields(TrainConfig)}, {f.name for f in fields(ModelConfig)}
+    for key in out:
+        top, _, sub = key.partition(".")
+        if top not in known or (top == "model") != bool(sub) or (sub and sub not in model_known):
+            raise ValueError(f"bad setting {key!r}: not a training config field (see toolssm train --help)")
+    return out
+
+
+# -- records ----------------------------------------------------------------------------------------------
+
+
+def git_commit() -> str:
+    try:
+        here = Path(__file__).resolve().parent
+        git = {"cwd": here, "capture_output": True, "text": True, "timeout": 10, "check": False}
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], **git)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], **git)
+        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if sha.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def record_path(root: Path, run: Run) -> Path:
+    return Path(root) / "records" / f"{run.run_id}.jsonl"
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write, flush, fsync, rename: readers see the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def load_records(root: str | Path) -> list[dict[str, Any]]:
+    """Every finished run's record: from records/ (the source of truth), else from results.jsonl."""
+    root = Path(root)
+    files = sorted((root / "records").glob("*.jsonl"))
+    if files:
+        return [json.loads(f.read_text()) for f in files]
+    agg = root / "results.jsonl"
+    if agg.is_file():
+        return [json.loads(line) for line in agg.read_text().splitlines() if line.strip()]
+    raise ValueError(f"no records in {root} (expected {root / 'records'}/*.jsonl or {agg})")
+
+
+def aggregate(root: str | Path) -> Path:
+    """Rebuild results.jsonl from records/ (atomically)."""
+    root = Path(root)
+    lines = [f.read_text().strip() for f in sorted((root / "records").glob("*.jsonl"))]
+    path = root / "results.jsonl"
+    write_atomic(path, "".join(line + "\n" for line in lines))
+    return path
+
+
+# -- one run ----------------------------------------------------------------------------------------------
+
+
+def execute(run: Run, root: str | Path, commit: str = "", jobs: int = 1) -> dict[str, Any]:
+    """Train (resuming from the run's checkpoint if there is one), evaluate, write the record; return it."""
+    from toolssm.checkpoint import load_checkpoint
+    from toolssm.evaluate import evaluate
+    from toolssm.tasks import get_task
+    from toolssm.train import resolve_device, train
+
+    root = Path(root)
+    path = record_path(root, run)
+    if path.is_file():
+        return json.loads(path.read_text())
+    t0, started = time.perf_counter(), time.time()
+    cfg = run.train_config(root / "runs" / run.run_id)
+    ckpt = train(cfg)
+    t_train = time.perf_counter() - t0
+    device = resolve_device(cfg.device)
+    loaded = load_checkpoint(ckpt, device)
+    task = get_task(cfg.task)
+    results = evaluate(
+        loaded.model, task, loaded.vocab, run.lengths, n_problems=run.n_problems, seed=run.eval_seed,
+        batch_size=run.eval_batch_size, device=device, progress=False, stop_below=run.stop_below,
+        time_limit=run.time_limit,
+    )  # fmt: skip
+    done = {r.spec for r in results}
+    record = {
+        "run_id": run.run_id, "experiment": run.experiment, "panel": run.panel, "row": run.row,
+        "scale": run.scale, "task": cfg.task, "arch": cfg.model.arch, "train_size": cfg.train_size,
+        "seed": cfg.seed, "config": run.train, "lengths": list(run.lengths), "n_problems": run.n_problems,
+        "eval_seed": run.eval_seed, "stop_below": run.stop_below, "time_limit": run.time_limit,
+        "params": _n_params(loaded.model),
+        "results": [asdict(r) for r in results], "skipped": [s for s in run.lengths if s not in done],
+        "train_s": round(t_train, 2), "eval_s": round(time.perf_counter() - t0 - t_train, 2),
+        "wall_s": round(time.perf_counter() - t0, 2), "commit": commit or git_commit(),
+        "torch": torch.__version__, "host": platform.node(), "threads": torch.get_num_threads(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "started_at": round(started, 3),
+        "ended_at": round(time.time(), 3), "jobs": jobs,
+    }  # fmt: skip
+    write_atomic(path, json.dumps(record) + "\n")
+    return record
+
+
+def _n_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def sweep(runs: Sequence[Run], root: str | Path, *, jobs: int = 1, log=print) -> list[dict[str, Any]]:
+    """Run every run that has no record yet, ``jobs`` at a time; return all the runs' records, in order."""
+    root = Path(root)
+    ids = [r.run_id for r in runs]
+    if len(set(ids)) != len(ids):
+        raise ValueError("the sweep lists the same run twice")
+    if jobs < 1:
+        raise ValueError(f"bad jobs={jobs}: must be positive")
+    root.mkdir(parents=True, exist_ok=True)
+    write_atomic(root / "sweep.json", json.dumps([{**asdict(r), "run_id": r.run_id} for r in runs], indent=1))
+    todo = sorted((r for r in runs if not record_path(root, r).is_file()), key=lambda r: -r.cost)
+    log(f"{len(runs) - len(todo)} of {len(runs)} runs already done; {len(todo)} to run, {jobs} at a time")
+    commit = git_commit()
+    failed: list[str] = []
+    t0 = time.perf_counter()
+
+    def finished(run: Run, rec: dict | None, err: BaseException | None) -> None:
+        k = len(runs) - sum(not record_path(root, r).is_file() for r in runs)
+        if err is not None:
+            failed.append(f"{run.run_id}: {err}")
+            log(f"  FAILED {run.run_id}: {type(err).__name__}: {err}")
+            return
+        aggregate(root)
+        from toolssm.report import run_cell
+
+        log(f"  [{k}/{len(runs)}] {run.run_id}: {run_cell(rec)}  (train {rec['train_s']:.0f}s, "
+            f"eval {rec['eval_s']:.0f}s; {time.perf_counter() - t0:.0f}s into the sweep)")  # fmt: skip
+
+    if jobs == 1:
+        for run in todo:
+            try:
+                finished(run, execute(run, root, commit, jobs), None)
+            except Exception as e:  # noqa: BLE001  (one failed run does not stop the sweep)
+                finished(run, None, e)
+    else:
+        ctx = torch.multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_one_thread) as pool:
+            pending = {pool.submit(execute, run, root, commit, jobs): run for run in todo}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    run = pending.pop(fut)
+                    err = fut.exception()
+                    finished(run, None if err else fut.result(), err)
+    aggregate(root)
+    if failed:
+        raise ValueError(f"{len(failed)} run(s) failed: " + "; ".join(failed))
+    return [json.loads(record_path(root, r).read_text()) for r in runs]
+

@@ -1,0 +1,63 @@
+"""Reports from records alone: best of seeds, all-seeds median and fraction, paper numbers, plots."""
+
+import json
+
+import pytest
+
+from toolssm.cli import main
+from toolssm.report import report, run_cell, summarize
+
+
+def rec(row, seed, accs, *, lr=1e-3, skipped=(), experiment="fig2-addition", sizes=("5", "10", "100", "1000")):
+    done = [s for s in sizes if s not in skipped]
+    return {
+        "run_id": f"{row}-s{seed}-{lr}", "experiment": experiment, "panel": "", "row": row, "task": "addition",
+        "train_size": 5, "seed": seed, "config": {"task": "addition", "lr": lr, "seed": seed}, "lengths": list(sizes),
+        "n_problems": 20, "skipped": list(skipped), "wall_s": 1.0,
+        "results": [{"spec": s, "size": int(s), "n": 20, "answer_acc": a, "trajectory_acc": a, "token_acc": None,
+                     "truncated": 0, "tokens_per_problem": 1.0, "seconds": 0.1} for s, a in zip(done, accs)],
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "records, best_seed, best_cell, median_cell, n_gen",
+    [
+        # three seeds of one config: the best is seed 2, the median is seed 0's curve, 2 of 3 generalize
+        ([rec("lstm", 0, [1, 1, 1, 0.5]), rec("lstm", 1, [1, 1, 0.9, 0.0]), rec("lstm", 2, [1, 1, 1, 1])],
+         2, "5→1K (100%)", "5→1K (50%)", 1),
+        # the best config wins over the grid; the all-seeds view uses that config's seeds only
+        ([rec("lstm", 0, [1, 0.2, 0.0, 0.0]), rec("lstm", 0, [1, 1, 1, 0.95], lr=3e-3),
+          rec("lstm", 1, [1, 1, 0.1, 0.0], lr=3e-3)], 0, "5→1K (95%)", "5→1K (48%)", 1),
+        # skipped sizes count as 0%
+        ([rec("pythia", 0, [1, 0.0], skipped=("100", "1000"))], 0, "5→5 (100%)", "5→5 (100%)", 0),
+    ],
+)
+def test_best_of_seeds_and_all_seeds(records, best_seed, best_cell, median_cell, n_gen):
+    (row,) = summarize(records)
+    assert row.best["seed"] == best_seed and row.best_cell == best_cell
+    assert row.median_cell == median_cell
+    assert row.n_generalize == n_gen and row.n_runs == len(records)
+
+
+def test_report_writes_a_table_with_the_papers_numbers_and_a_plot(tmp_path, capsys):
+    for r in [rec("mamba", 0, [1, 1, 1, 1]), rec("pythia", 0, [0.3, 0.0], skipped=("100", "1000"))]:
+        (tmp_path / "records").mkdir(exist_ok=True)
+        (tmp_path / "records" / f"{r['run_id']}.jsonl").write_text(json.dumps(r) + "\n")
+    assert main(["report", str(tmp_path)]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "| mamba | 5→1K (100%) | 5→1K (100%) |" in text  # ours, then the paper's
+    assert "| pythia | 5→5 (30%) | ≈0% just past 5 |" in text and "| 30% | 0% | – | – |" in text
+    assert (tmp_path / "fig2-addition.png").read_bytes()[:4] == b"\x89PNG"
+    assert "5→1K (100%)" in capsys.readouterr().out
+
+
+def test_report_reads_results_jsonl_alone(tmp_path):
+    (tmp_path / "results.jsonl").write_text(json.dumps(rec("gru", 3, [1, 1, 0.8, 0.8])) + "\n")
+    text, files = report(tmp_path, plots=False)
+    assert "| gru | 5→1K (80%) | 5→1K (≈80%) |" in text and files == [tmp_path / "report.md"]
+
+
+def test_run_cell_and_an_empty_folder(tmp_path, capsys):
+    assert run_cell(rec("lstm", 0, [1, 0.04, 0, 0])) == "5→5 (100%)"
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no sweep records" in capsys.readouterr().err

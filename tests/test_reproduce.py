@@ -1,0 +1,113 @@
+"""`toolssm reproduce`: the experiment registry, the two scales, and the command end to end (tiny)."""
+
+import json
+
+import pytest
+import torch
+
+from toolssm.cli import main
+from toolssm.evaluate import evaluate
+from toolssm.models import ModelConfig, build_model, resolve
+from toolssm.reproduce import EXPERIMENTS, PAPER_GRID, plan
+from toolssm.tasks import get_task
+
+PAPER_ITEMS = ["fig2-addition", "table1-mult-x1", "table1-mult-x2", "table1-logic-graph", "table1-hanoi",
+               "table2-hanoi-recursive", "fig6-baselines", "d6-mult-grid", "d7-addition-ablations", "d8-mixture",
+               "fig1-codefix", "theory"]  # fmt: skip
+
+
+def test_every_item_of_the_paper_has_an_experiment():
+    assert sorted(EXPERIMENTS) == sorted(PAPER_ITEMS)
+
+
+@pytest.mark.parametrize("name", [n for n in PAPER_ITEMS if not EXPERIMENTS[n].requires])
+def test_every_run_of_both_scales_is_a_valid_config(name, tmp_path):
+    exp = EXPERIMENTS[name]
+    for scale in ("cpu", "paper"):
+        runs = plan(exp, scale)
+        assert len({r.run_id for r in runs}) == len(runs)
+        for r in runs[:: max(1, len(runs) // 25)]:
+            r.train_config(tmp_path).validate()
+            assert r.train["model"]["preset"] == scale
+            for s in r.lengths:
+                get_task(r.train["task"]).parse_spec(s)
+
+
+@pytest.mark.parametrize(
+    "name, cpu, paper",
+    [
+        ("fig2-addition", 9, 9 * 48 * 2),  # 9 rows; the paper's grid is 6 lr x 4 batch x 2 wd, 2 seeds
+        ("table1-hanoi", 10, 2 * 48 * (10 + 3 + 3 + 10 + 3)),  # 10 seeds for Mamba and Pythia, 3 for the others
+        ("d6-mult-grid", 18, 18 * 5),  # steps x digits, no grid (lr 0.003), 5 runs each
+    ],
+)
+def test_run_counts_follow_the_papers_protocol(name, cpu, paper):
+    assert len(plan(EXPERIMENTS[name], "cpu")) == cpu
+    runs = plan(EXPERIMENTS[name], "paper")
+    assert len(runs) == paper
+    if name != "d6-mult-grid":
+        assert {r.train["lr"] for r in runs} == set(PAPER_GRID["lr"]) and {r.train["steps"] for r in runs} == {2000}
+
+
+def test_rows_seeds_and_overrides_restrict_the_plan():
+    runs = plan(EXPERIMENTS["d8-mixture"], "cpu", rows=("w=0.5",), seeds=(3, 4), overrides={"steps": 7})
+    assert len(runs) == 3 * 2 and {r.seed for r in runs} == {3, 4}
+    assert {r.train["steps"] for r in runs} == {7} and {tuple(r.train["mix"]) for r in runs} == {("addition:0.5",)}
+    with pytest.raises(ValueError, match="no row 'nope'"):
+        plan(EXPERIMENTS["fig2-addition"], "cpu", rows=("nope",))
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["reproduce", "fig9"], "unknown experiment 'fig9'"),
+        (["reproduce", "fig2-addition", "--scale", "huge"], "--scale"),
+        (["reproduce", "fig2-addition", "--set", "nope=1"], "bad setting 'nope'"),
+        (["reproduce", "fig2-addition", "--lengths", "-4"], "bad size '-4'"),
+    ],
+)
+def test_bad_input_gives_one_line(capsys, argv, needle):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+
+
+@pytest.mark.parametrize("name, needle", [("fig1-codefix", "toolssm.tasks.codefix"), ("theory", "theory")])
+def test_experiments_built_elsewhere_say_not_available_yet(capsys, monkeypatch, name, needle):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda m, *a: None if m == EXPERIMENTS[name].requires else real(m))
+    assert main(["reproduce", name]) == 2
+    err = capsys.readouterr().err
+    assert "not available yet" in err and needle in err
+
+
+def test_reproduce_runs_the_sweep_and_writes_the_report(tmp_path, capsys):
+    argv = ["reproduce", "d7-addition-ablations", "--rows", "direct", "reversed", "--out", str(tmp_path),
+            "--lengths", "2", "3", "--n-problems", "2", "--jobs", "1", "--set", "steps=2", "batch_size=2",
+            "train_size=2", "model.d_model=8", "model.n_layers=1"]  # fmt: skip
+    assert main(argv) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "| direct | 2→" in text and "| reversed | 2→" in text and "little or no length generalization" in text
+    assert (tmp_path / "d7-addition-ablations.png").is_file()
+    recs = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert {r["task"] for r in recs} == {"addition-direct", "addition-reversed"}
+    assert all(r["config"]["model"]["arch"] == "mamba" and r["config"]["steps"] == 2 for r in recs)
+    capsys.readouterr()
+    assert main([*argv, "--dry-run"]) == 0
+    assert capsys.readouterr().out.count("  done  ") == 2
+
+
+def test_evaluation_fanned_out_over_processes_equals_one_process():
+    t = get_task("addition")
+    vocab = t.vocab()
+    model = build_model("lstm", len(vocab), resolve(ModelConfig(d_model=8, n_layers=1)))
+    for p in model.parameters():  # a model that gets some right: bias the head toward the expert's tokens
+        torch.nn.init.normal_(p, std=0.5)
+    kw = {"n_problems": 5, "batch_size": 2, "progress": False}
+    one = evaluate(model, t, vocab, ["2", "3"], **kw)
+    two = evaluate(model, t, vocab, ["2", "3"], procs=2, **kw)
+    strip = lambda rs: [{k: v for k, v in vars(r).items() if k != "seconds"} for r in rs]
+    assert strip(one) == strip(two)
+    assert any(r.token_acc for r in one)

@@ -1,0 +1,121 @@
+"""Sweeps: grids, one record per finished run, and resumability under SIGKILL."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from toolssm.sweep import Run, expand_grid, load_records, parse_overrides, record_path, sweep, write_atomic
+
+
+def tiny_run(row="lstm", seed=0, **kw):
+    train = {"task": "addition", "train_size": 2, "steps": 4, "batch_size": 2, "seed": seed, "save_every": 2,
+             "model": {"arch": row, "d_model": 8, "n_layers": 1}}  # fmt: skip
+    return Run(**{"experiment": "t", "row": row, "train": train, "lengths": ("2",), "n_problems": 1, **kw})
+
+
+@pytest.mark.parametrize(
+    "grid, n, first",
+    [
+        ({}, 1, {"lr": 1.0, "model": {"arch": "lstm"}}),
+        ({"lr": [1, 2], "batch_size": [8, 16, 32]}, 6, {"lr": 1, "batch_size": 8, "model": {"arch": "lstm"}}),
+        ({"model.arch": ["gru", "mamba"], "seed": [0, 1]}, 4, {"lr": 1.0, "seed": 0, "model": {"arch": "gru"}}),
+    ],
+)
+def test_grid_expansion(grid, n, first):
+    base = {"lr": 1.0, "model": {"arch": "lstm"}}
+    out = expand_grid(base, grid)
+    assert len(out) == n and out[0] == first
+    assert len({json.dumps(d, sort_keys=True) for d in out}) == n  # all distinct
+    assert base == {"lr": 1.0, "model": {"arch": "lstm"}}  # the base is not modified
+
+
+def test_run_ids_are_stable_readable_and_change_with_the_result_not_the_bookkeeping():
+    a = tiny_run()
+    assert a.run_id == tiny_run().run_id and a.run_id.startswith("lstm-s0-")
+    assert tiny_run(seed=1).run_id != a.run_id
+    assert tiny_run(n_problems=2).run_id != a.run_id
+    b = tiny_run(cost=9.0)
+    b.train["device"] = "cuda"
+    assert b.run_id == a.run_id  # where and how fast it runs does not change the result
+
+
+@pytest.mark.parametrize("bad", ["steps", "=3", "nope=3", "model=3", "model.nope=1"])
+def test_bad_overrides_are_refused(bad):
+    with pytest.raises(ValueError, match="bad setting"):
+        parse_overrides([bad])
+
+
+def test_overrides_parse_json_values():
+    assert parse_overrides(["steps=3", "lr=1e-3", "model.arch=gru", "mix=[\"addition:0.5\"]"]) == {
+        "steps": 3, "lr": 1e-3, "model.arch": "gru", "mix": ["addition:0.5"]}  # fmt: skip
+
+
+def test_a_sweep_writes_one_record_per_run_and_skips_done_runs(tmp_path):
+    runs = [tiny_run("lstm"), tiny_run("gru")]
+    recs = sweep(runs, tmp_path, jobs=1, log=lambda s: None)
+    assert [r["run_id"] for r in recs] == [r.run_id for r in runs]
+    rec = recs[0]
+    assert rec["seed"] == 0 and rec["config"]["steps"] == 4 and rec["commit"]
+    assert rec["results"][0]["spec"] == "2" and 0 <= rec["results"][0]["token_acc"] <= 1
+    assert rec["wall_s"] > 0
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    assert sorted(json.loads(x)["run_id"] for x in lines) == sorted(r.run_id for r in runs)
+    stamp = record_path(tmp_path, runs[0]).stat().st_mtime_ns
+    said = []
+    sweep(runs, tmp_path, jobs=1, log=said.append)
+    assert said[0].startswith("2 of 2 runs already done")
+    assert record_path(tmp_path, runs[0]).stat().st_mtime_ns == stamp
+
+
+def test_a_half_written_record_is_not_a_record(tmp_path):
+    run = tiny_run()
+    write_atomic(record_path(tmp_path, run), json.dumps({"run_id": "x"}) + "\n")
+    (tmp_path / "records" / f".{run.run_id}.jsonl.123.tmp").write_text('{"run_id": "tru')  # a crash mid-write
+    assert [r["run_id"] for r in load_records(tmp_path)] == ["x"]
+
+
+KILL_ARGV = ["reproduce", "fig2-addition", "--rows", "lstm", "gru", "--seeds", "0", "1", "--lengths", "2",
+             "--n-problems", "1", "--jobs", "1", "--set", "steps=6", "save_every=2", "batch_size=2", "train_size=2",
+             "model.d_model=8", "model.n_layers=1"]  # fmt: skip
+
+
+def _start(out: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "toolssm.cli", *KILL_ARGV, "--out", str(out)], stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+
+
+def _records(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in (out / "records").glob("*.jsonl")} if (out / "records").is_dir() else {}
+
+
+def test_a_sweep_killed_with_sigkill_loses_no_finished_run_and_redoes_none(tmp_path):
+    out = tmp_path / "sweep"
+    proc = _start(out)
+    deadline = time.monotonic() + 120
+    while not _records(out) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(random.Random(0).uniform(0, 0.3))  # somewhere inside the next run
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _records(out)
+    assert 1 <= len(before) < 4, "the kill must land between the first and the last run"
+
+    proc = _start(out)
+    log, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, log
+    assert f"{len(before)} of 4 runs already done; {4 - len(before)} to run" in log
+    after = _records(out)
+    assert len(after) == 4
+    assert all(after[name] == data for name, data in before.items())  # not lost, not redone
+    ids = [json.loads(x)["run_id"] for x in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(ids) == sorted(n.removesuffix(".jsonl") for n in after)
+    assert (out / "report.md").is_file() and (out / "fig2-addition.png").is_file()
