@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from toolssm.sweep import Run, expand_grid, load_records, parse_overrides, record_path, sweep, write_atomic
 
@@ -59,7 +60,13 @@ def test_overrides_parse_json_values():
 
 def test_a_sweep_writes_one_record_per_run_and_skips_done_runs(tmp_path):
     runs = [tiny_run("lstm"), tiny_run("gru")]
-    recs = sweep(runs, tmp_path, jobs=1, log=lambda s: None)
+    torch.set_num_threads(2)  # a caller's setting: the runs still get one thread, as in a jobs > 1 worker
+    try:
+        recs = sweep(runs, tmp_path, jobs=1, log=lambda s: None)
+        assert torch.get_num_threads() == 2  # and the caller's setting comes back
+    finally:
+        torch.set_num_threads(1)
+    assert all(r["threads"] == 1 for r in recs)  # so a record does not depend on --jobs
     assert [r["run_id"] for r in recs] == [r.run_id for r in runs]
     rec = recs[0]
     assert rec["seed"] == 0 and rec["config"]["steps"] == 4 and rec["commit"]

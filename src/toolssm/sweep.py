@@ -278,12 +278,15 @@ def sweep(runs: Sequence[Run], root: str | Path, *, jobs: int = 1, log=print) ->
         log(f"  [{k}/{len(runs)}] {run.run_id}: {run_cell(rec)}  (train {rec['train_s']:.0f}s, "
             f"eval {rec['eval_s']:.0f}s; {time.perf_counter() - t0:.0f}s into the sweep)")  # fmt: skip
 
-    if jobs == 1:
+    if jobs == 1:  # in this process, but with one torch thread as in a worker: results must not depend on jobs
+        before = torch.get_num_threads()
+        _one_thread()
         for run in todo:
             try:
                 finished(run, execute(run, root, commit, jobs), None)
             except Exception as e:  # noqa: BLE001  (one failed run does not stop the sweep)
                 finished(run, None, e)
+        torch.set_num_threads(before)
     else:
         ctx = torch.multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_one_thread) as pool:
