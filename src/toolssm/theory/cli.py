@@ -169,11 +169,9 @@ def _plot_turing(curves: dict, path: Path) -> Path:
     ax.set_title("Theorem 2.2: the table learner is exact once coverage holds", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    from toolssm.evaluate import save_figure
+
+    return save_figure(fig, path)
 
 
 # -- Theorem 2.1 ---------------------------------------------------------------------------------------------

@@ -183,11 +183,6 @@ def plot_theorem21(
     ax2.set_ylabel("log10 (count)")
     ax2.legend(fontsize=7, loc="upper left", framealpha=0.9)
     ax2.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    from pathlib import Path
+    from toolssm.evaluate import save_figure
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
