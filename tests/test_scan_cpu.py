@@ -194,9 +194,32 @@ y, h = selective_scan_cpu(x, dt, A, B, C, D)
 y_ref, h_ref = selective_scan(x, dt, A, B, C, D)
 torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
 assert numba.get_num_threads() == min(2, numba.config.NUMBA_NUM_THREADS), numba.get_num_threads()
-torch.set_num_threads(1); selective_scan_cpu(x, dt, A, B, C, D)
-assert numba.get_num_threads() == 1
+torch.set_num_threads(1)
+y1, _ = selective_scan_cpu(x, dt, A, B, C, D)  # the serial build
+torch.testing.assert_close(y1, y_ref, atol=1e-5, rtol=1e-5)
 print(numba.threading_layer())
 """
     env = {**os.environ, "OMP_NUM_THREADS": "2", "NUMBA_NUM_THREADS": "2"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=300)
+
+
+def test_one_thread_never_starts_numbas_spinning_worker_pool():
+    """On one torch thread the serial build runs and numba's thread pool is never started: its workers spin-wait,
+    and stole the CPU from other 1-thread processes (two trainings on 2 cores ran 3-4x slower each)."""
+    code = """
+import torch
+import numba.np.ufunc.parallel as pool
+from toolssm.models.scan_cpu import selective_scan_cpu
+from toolssm.models.mamba import selective_scan
+torch.set_num_threads(1)
+g = torch.Generator().manual_seed(0)
+x, dt, B, C = (torch.randn(4, 50, n, generator=g).requires_grad_() for n in (8, 8, 16, 16))
+A, D = -torch.rand(8, 16, generator=g) - 0.5, torch.randn(8, generator=g)
+y, h = selective_scan_cpu(x, dt.sigmoid(), A, B, C, D)
+(y.sum() + h.sum()).backward()
+y_ref, _ = selective_scan(x, dt.sigmoid(), A, B, C, D)
+torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
+assert x.grad is not None and not pool._is_initialized, "numba's worker pool was started on one thread"
+"""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "2"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=300)

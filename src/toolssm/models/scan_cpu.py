@@ -289,10 +289,25 @@ def _build():
     reassoc = dict(cache=True, nogil=True, fastmath={"reassoc"})
     _dot_row = numba.njit(**reassoc)(_dot_row_py)
     _vsum = numba.njit(**reassoc)(_vsum_py)
-    fwd = numba.njit(**opts, parallel=True)(_fwd_py)
-    bwd = numba.njit(**opts, parallel=True)(_bwd_py)
-    _KERNELS = (fwd, bwd)
+    # Two builds of each kernel: parallel (prange over threads) and serial, for one thread. The serial one is
+    # not a nicety: numba's worker threads, once started, spin-wait, so with one torch thread the parallel build
+    # stole the CPU from other processes (two 1-thread trainings on 2 cores ran 3-4x slower each). On one thread
+    # the serial build runs and numba's pool is never started.
+    _KERNELS = {
+        par: (numba.njit(**opts, parallel=par)(_named(_fwd_py, "_fwd" + sfx)),
+              numba.njit(**opts, parallel=par)(_named(_bwd_py, "_bwd" + sfx)))
+        for par, sfx in ((True, "_parallel"), (False, "_serial"))
+    }  # fmt: skip
     return _KERNELS
+
+
+def _named(fn, name: str):
+    """A copy of fn under another name: numba's on-disk cache is per (qualified) name, one per build."""
+    import types as pytypes
+
+    f = pytypes.FunctionType(fn.__code__, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+    f.__qualname__ = name
+    return f
 
 
 def available() -> bool:
@@ -328,7 +343,8 @@ def _np(t: Tensor) -> np.ndarray:
 class _SelectiveScanCPU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, dt, A, B, C, D, h0, chunk):
-        fwd, _ = _build()
+        parallel = torch.get_num_threads() > 1
+        fwd, _ = _build()[parallel]
         Bsz, T, Di = x.shape
         N = A.shape[1]
         save = any(ctx.needs_input_grad[:7])
@@ -338,7 +354,8 @@ class _SelectiveScanCPU(torch.autograd.Function):
         hT = x.new_empty(Bsz, Di, N)
         n_chunks = (T + chunk - 1) // chunk if save else 1
         starts = x.new_empty(Bsz, Di, n_chunks, N) if save else x.new_empty(1, 1, 1, N)
-        _set_threads()
+        if parallel:  # not on one thread: setting numba's thread count starts its (spinning) worker pool
+            _set_threads()
         fwd(_np(xt), _np(dtt), _np(A), _np(B), _np(C), _np(D), _np(h), y.numpy(), hT.numpy(), starts.numpy(),
             chunk, save)  # fmt: skip
         if save:
@@ -348,17 +365,20 @@ class _SelectiveScanCPU(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gy, gh):
-        _, bwd = _build()
+        parallel = torch.get_num_threads() > 1
+        _, bwd = _build()[parallel]
         xt, dtt, A, B, C, D, starts = ctx.saved_tensors
         Bsz, Di, T = xt.shape
         N = A.shape[1]
         gy = xt.new_zeros(Bsz, T, Di) if gy is None else gy  # (B, T, Di)
         gh = xt.new_zeros(Bsz, Di, N) if gh is None else gh.contiguous()
         gyt = gy.transpose(1, 2).contiguous()  # (B, Di, T)
-        _set_threads()
-        import numba
+        threads = 1
+        if parallel:
+            import numba
 
-        threads = numba.get_num_threads()
+            _set_threads()
+            threads = numba.get_num_threads()
         groups = max(1, min(Di, -(-4 * threads // Bsz)))  # >= ~4 tasks per thread; gB, gC get one slab per group
         gx, gdt = torch.empty_like(xt), torch.empty_like(xt)  # (B, Di, T)
         gA, gh0 = xt.new_empty(Bsz, Di, N), xt.new_empty(Bsz, Di, N)
