@@ -125,9 +125,8 @@ def test_an_infinite_loop_is_killed_by_the_cpu_limit(sandbox):
 @needs_bwrap
 def test_a_sleeping_command_is_killed_by_the_wall_clock_timeout():
     with ShellSandbox({}, limits=Limits(wall_s=1)) as sh:
-        t0 = time.monotonic()
-        r = sh.run("sleep 30")
-        assert time.monotonic() - t0 < 5
+        r = sh.run("sleep 30; echo survived")
+    assert "survived" not in r.stdout  # killed during the sleep, not waited out
     assert r.timed_out and r.returncode == 124
     assert "[timed out after 1 s: every process of the command was killed]" in r.observation()
 
