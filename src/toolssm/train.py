@@ -153,10 +153,10 @@ def make_batch(
     draws all the problems from the same rng and demonstrates only its own. ``dataset``: stored trajectories
     (a task's ``load_data``) instead of the expert."""
     rng = random.Random(f"{cfg.seed}:{step}")  # a string seed is hashed deterministically
+    per = cfg.batch_size // world
+    mine = slice(rank * per, (rank + 1) * per)  # this rank's part of the global batch
     if dataset is not None:  # stored trajectories: a seeded draw with replacement
-        trajs = [dataset[rng.randrange(len(dataset))] for _ in range(cfg.batch_size)]
-        per = cfg.batch_size // world
-        trajs = trajs[rank * per : (rank + 1) * per]
+        trajs = [dataset[rng.randrange(len(dataset))] for _ in range(cfg.batch_size)][mine]
         if cfg.max_len:
             trajs = [Trajectory(t.tokens[: cfg.max_len], t.roles[: cfg.max_len]) for t in trajs]
         return collate(trajs, vocab)
@@ -172,8 +172,7 @@ def make_batch(
                     break
                 u -= weight
         drawn.append((t, t.sample(rng, cfg.train_size)))
-    per = cfg.batch_size // world
-    return collate([t.demonstrate(p) for t, p in drawn[rank * per : (rank + 1) * per]], vocab)
+    return collate([t.demonstrate(p) for t, p in drawn[mine]], vocab)
 
 
 def masked_loss(model: SequenceModel, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
