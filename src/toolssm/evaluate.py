@@ -234,29 +234,43 @@ def format_comparison(curves: dict[str, Sequence[LengthResult]], *, train_size: 
 def plot_curves(
     curves: dict[str, Sequence[LengthResult]], path: str | Path, *, train_size: int, title: str = ""
 ) -> Path:
-    """Accuracy against size on a log x-axis: one solid line (answer) and one dashed (trajectory) each."""
+    """Accuracy against size on a log x-axis: one solid line per curve (answer exact match), and a dashed one
+    for its trajectory exact match only where that differs somewhere (else it would hide under the solid
+    line). Curves get distinct markers, shrinking in draw order, so lines that coincide (many models at 100%)
+    all stay visible; with more than three curves the legend goes outside, to the right."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    many = len(curves) > 3
+    fig, ax = plt.subplots(figsize=(8.4 if many else 6.4, 4.2), dpi=120)
+    markers = "osD^vP*Xh<>p"
+    hidden = 0
     for k, (label, res) in enumerate(curves.items()):
         res = sorted(res, key=lambda r: r.size)
         xs = [r.size for r in res]
-        (line,) = ax.plot(xs, [r.answer_acc for r in res], "o-", label=f"{label}: answer EM")
-        ax.plot(xs, [r.trajectory_acc for r in res], "x--", color=line.get_color(), alpha=0.6,
-                label=f"{label}: trajectory EM")  # fmt: skip
+        ans, traj = [r.answer_acc for r in res], [r.trajectory_acc for r in res]
+        size = max(3.0, 9.0 - 0.6 * k)
+        (line,) = ax.plot(xs, ans, "-", marker=markers[k % len(markers)], ms=size, mfc="none", mew=1.4,
+                          label=label)  # fmt: skip
+        if any(abs(a - t) > 1e-9 for a, t in zip(ans, traj)):
+            ax.plot(xs, traj, "--", color=line.get_color(), alpha=0.6, label=f"{label}: trajectory EM")
+        else:
+            hidden += 1
     ax.axvspan(1, train_size, color="grey", alpha=0.12, lw=0, label=f"training sizes (≤ {train_size})")
     ax.set_xscale("log")
     sizes = [r.size for res in curves.values() for r in res] + [train_size]
     ax.set_xlim(min(sizes) / 1.5, max(sizes) * 1.5)
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("problem size (log scale)")
-    ax.set_ylabel("exact-match accuracy")
-    ax.set_title(title)
+    ax.set_ylabel("answer exact match" + (" (dashed: trajectory EM)" if hidden < len(curves) else ""))
+    ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left", framealpha=0.9)
+    if many:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.9)
+    else:
+        ax.legend(fontsize=8, loc="lower left", framealpha=0.9)
     return save_figure(fig, path)
 
 

@@ -41,9 +41,10 @@ PAPER_GRID: dict[str, tuple] = {
 }
 PAPER_STEPS = 2000
 
-#: rough relative training cost per architecture on one CPU thread (longest first; scheduling only)
-CPU_COST = {"lstm": 1.0, "gru": 1.2, "pythia": 3.0, "mistral": 4.0, "hybrid": 10.0, "mamba": 12.0, "mamba2": 14.0,
-            "gated_deltanet": 20.0}  # fmt: skip
+#: relative cost of a run per architecture on one CPU thread, for scheduling only (longest first): the
+#: measured train + eval seconds of `fig2-addition --scale cpu` (docs/reproduce.md), the LSTM's = 1
+CPU_COST = {"lstm": 1.0, "pythia": 1.2, "gru": 1.3, "mistral": 1.4, "mamba": 1.7, "mamba2": 2.5, "gated_deltanet": 3.9,
+            "hybrid": 4.4}  # fmt: skip
 
 #: cpu scale: per size, no new batch of 5 problems starts after this many seconds (full attention at 1,000
 #: digits reads its whole KV cache at every one of ~36K decode steps)
@@ -111,7 +112,7 @@ _add(Experiment(
     (*_models("addition", 5, FIG2_MODELS),
      Row("mistral-w16", "addition", 5, {"model.arch": "mistral", "model.window": 16})),
     {"cpu": ("5", "10", "100", "1000"), "paper": ("5", "10", "20", "50", "100", "200", "500", "1000")},
-    cpu_note="9 runs, 2 at a time: about 45-60 min on the 2-core CPU (see docs/reproduce.md)",
+    cpu_note="9 runs, 2 at a time: 64 min measured on the 2-core CPU (docs/reproduce.md)",
 ))  # fmt: skip
 _add(Experiment("table1-mult-x1", "Table 1: n×1 multiplication, trained on ≤ 10 digits",
                 _models("multiplication-x1", 10), _MULT_LEN))  # fmt: skip
