@@ -5,6 +5,11 @@ order, then the tool's tokens (e.g. ``[bash]``, ``[/bash]``). Those are never pr
 always split into pieces, so a piece that happened to spell ``[EOS]`` would be a collision, which
 `Bpe.check_disjoint` refuses. The tokenizer is trained locally on the task's own generated text and saved
 with the model (``tokenizer.json`` in the checkpoint folder).
+
+A pretrained checkpoint's ``tokenizer.json`` (Pythia's and Mamba's: GPT-NeoX's byte-level BPE, with added
+tokens such as ``<|endoftext|>``, ``<|padding|>`` and runs of spaces) loads the same way (`Bpe.load`): its
+added tokens are pieces like any other (``pieces`` and ``ids`` include them), and text never contains our
+``[...]`` specials, so they stay disjoint. ``train --init-from`` uses it in place of the task's own.
 """
 
 from __future__ import annotations
@@ -23,6 +28,11 @@ class Bpe:
         vocab = tokenizer.get_vocab()
         self.pieces: list[str] = sorted(vocab, key=vocab.__getitem__)
         self._id = vocab
+
+    @property
+    def ids(self) -> dict[str, int]:
+        """piece -> the tokenizer's own id (added tokens included): a pretrained model's embedding row."""
+        return dict(self._id)
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int = 1024) -> Bpe:

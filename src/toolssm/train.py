@@ -11,6 +11,15 @@ size, because DDP averages gradients over ranks: the gradient is then exactly th
 of the global batch, and the logged loss the global-batch mean. Only rank 0 writes checkpoints and logs.
 
     torchrun --nproc_per_node 2 -m toolssm.cli train --batch-size 64 --out runs/ddp
+
+Fine-tuning a pretrained model: ``--init-from FOLDER`` (a Hugging Face Mamba, Mamba-2 or GPT-NeoX/Pythia folder,
+`toolssm.models.hf`) takes the architecture and its settings from the folder's config.json (a ``--model.*`` flag
+other than ``--model <that arch>`` is a one-line error) and starts from its weights, re-indexed to the
+task's vocabulary (`toolssm.models.hf.remap_vocab`). A text task (codefix) tokenizes with the folder's
+``tokenizer.json`` (`Task.adopt_tokenizer`), so its pieces keep their pretrained rows and only the specials and
+tool tokens are new; a task with its own symbols keeps the rows of the symbols the tokenizer spells the same
+(digits, say) and warns how many are new. The saved checkpoint is an ordinary one (the tokenizer with it);
+``--resume`` continues from it and reads nothing but config.json and tokenizer.json from FOLDER.
 """
 
 from __future__ import annotations
@@ -20,7 +29,8 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -36,6 +46,7 @@ from toolssm.checkpoint import (
     task_format,
 )
 from toolssm.models import ModelConfig, SequenceModel, build_model, n_params, resolve
+from toolssm.models.hf import load_hf_remapped, read_hf_config
 from toolssm.protocol import PAD, Trajectory, Vocab
 from toolssm.tasks import Task, get_task
 
@@ -55,6 +66,9 @@ class TrainConfig:
     mix: tuple[str, ...] = ()
     """auxiliary tasks as task:weight, e.g. addition:0.33: that fraction of each batch comes from the task"""
     model: ModelConfig = field(default_factory=ModelConfig)
+    init_from: str = ""
+    """start from a Hugging Face checkpoint folder (Mamba, Mamba-2, GPT-NeoX/Pythia: config.json, weights, and
+    tokenizer.json for a text task); its config sets the model, so --model.* flags are refused"""
     steps: int = 2500
     batch_size: int = 32
     lr: float = 3e-3
@@ -82,6 +96,7 @@ class TrainConfig:
         get_task(self.task)  # raises on an unknown task
         parse_mix(self)
         resolve(self.model)
+        self.pretrained_arch()
         if self.max_len < 0:
             raise ValueError(f"bad max_len={self.max_len}: must be >= 0")
         for name in ("train_size", "steps", "batch_size", "save_every", "log_every"):
@@ -89,6 +104,24 @@ class TrainConfig:
                 raise ValueError(f"bad {name}={getattr(self, name)}: must be positive")
         if self.lr <= 0 or self.min_lr < 0 or self.warmup < 0 or self.grad_clip < 0 or self.weight_decay < 0:
             raise ValueError("bad optimizer setting: lr must be positive; min_lr, warmup, grad_clip, weight_decay >= 0")
+
+    def pretrained_arch(self) -> str | None:
+        """The architecture ``init_from`` sets (None without it); a one-line error for a folder that is not a
+        supported checkpoint, or for --model.* flags that would set the model too."""
+        if not self.init_from:
+            return None
+        try:
+            arch = read_hf_config(self.init_from)[0]
+        except FileNotFoundError as e:
+            raise ValueError(str(e)) from None
+        default = ModelConfig()
+        given = [f.name for f in fields(ModelConfig) if getattr(self.model, f.name) != getattr(default, f.name)]
+        given = [g for g in given if not (g == "arch" and self.model.arch == arch)]
+        if given:
+            flags = ", ".join(f"--model.{g}" for g in given)
+            why = f"--init-from {self.init_from} sets the model ({arch}, from its config.json)"
+            raise ValueError(f"{why}: drop {flags}")
+        return arch
 
 
 def resolve_device(name: str) -> torch.device:
@@ -219,19 +252,37 @@ def fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
         raise ValueError(f"bad batch_size={cfg.batch_size}: the global batch must split evenly over {world} ranks")
     device = ddp_device or resolve_device(cfg.device)
     task = get_task(cfg.task)
+    text_task = bool(cfg.init_from) and task.adopt_tokenizer(cfg.init_from)  # the checkpoint's pieces
     dataset = task.load_data(cfg.data) if cfg.data else None  # may load the task's tokenizer
     vocab = mixed_vocab(task, parse_mix(cfg))
-    model_kwargs = resolve(cfg.model)
+    if cfg.init_from:
+        arch, model_kwargs, _ = read_hf_config(cfg.init_from)
+    else:
+        arch, model_kwargs = cfg.model.arch, resolve(cfg.model)
     out = Path(cfg.out)
+    resuming = cfg.resume and any((out / d / "config.json").is_file() for d in ("checkpoint", "checkpoint.prev"))
 
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model.arch, len(vocab), model_kwargs).to(device)
+    if cfg.init_from and not resuming:  # the pretrained weights, in our vocabulary's order
+        try:
+            model, _, _, new, _ = load_hf_remapped(cfg.init_from, vocab.tokens)
+        except FileNotFoundError as e:  # no weights beside the config
+            raise ValueError(str(e)) from None
+        if not text_task and rank == 0:
+            warnings.warn(
+                f"task {cfg.task} has its own vocabulary, not the tokenizer of {cfg.init_from}: {len(new)} of its "
+                f"{len(vocab)} tokens start at the mean embedding, the others keep the rows of the pieces they spell",
+                stacklevel=2,
+            )
+        model = model.to(device)
+    else:
+        model = build_model(arch, len(vocab), model_kwargs).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     start = 0
-    if cfg.resume and any((out / d / "config.json").is_file() for d in ("checkpoint", "checkpoint.prev")):
+    if resuming:
         loaded = load_checkpoint(out, device)
         theirs = (loaded.task, loaded.arch, loaded.config["model"], loaded.vocab)
-        if theirs != (cfg.task, cfg.model.arch, model_kwargs, vocab):
+        if theirs != (cfg.task, arch, model_kwargs, vocab):
             raise ValueError(f"cannot resume {out}: its task/model/vocabulary differ from this config")
         model.load_state_dict(loaded.model.state_dict())
         state = load_train_state(find_checkpoint(out))
@@ -247,7 +298,7 @@ def fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
 
     def save(step: int) -> Path:
         return save_checkpoint(
-            out, model, arch=cfg.model.arch, model_kwargs=model_kwargs, vocab=vocab, task=cfg.task,
+            out, model, arch=arch, model_kwargs=model_kwargs, vocab=vocab, task=cfg.task,
             step=step, train_config=asdict(cfg), optimizer=opt, task_format=task_format(task),
             extra_files=task.assets(),
         )  # fmt: skip
@@ -255,7 +306,7 @@ def fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
     log = (out / "log.jsonl").open("a") if lead else None
     bar = tqdm(
         total=cfg.steps, initial=start, disable=not (cfg.progress and lead), dynamic_ncols=True,
-        desc=f"train {cfg.model.arch}/{cfg.task} ({n_params(model) / 1e6:.2f}M params)",
+        desc=f"train {arch}/{cfg.task} ({n_params(model) / 1e6:.2f}M params)",
     )  # fmt: skip
     model.train()
     t0, n_tok = time.perf_counter(), 0

@@ -19,12 +19,27 @@ whatever the checkpoint's dtype, on ``device``, in eval mode.
 
 Adding an architecture is one more entry in ``CONVERTERS``: a function from the HF config to (arch, kwargs) and
 one that renames the HF weight names to ours.
+
+Fine-tuning on a task (``toolssm train --init-from FOLDER``) needs the model in *our* vocabulary (specials,
+then the task's pieces, then tool tokens), not the checkpoint's ids: `load_hf_remapped` loads the checkpoint and
+`remap_vocab` re-indexes its vocabulary rows by spelling, with the folder's ``tokenizer.json`` naming the rows:
+
+    our token t, a piece of the checkpoint's tokenizer with id i  ->  row i of the pretrained matrix
+    our token t, unknown to the checkpoint ([PAD] [BOS] [EOS] [ANS], [bash] [/bash] [ERR], a task symbol)
+                                                                  ->  the mean of the rows the tokenizer names
+
+Every vocabulary-indexed tensor is re-indexed the same way: the embedding, an untied LM head (and its bias, if
+any); a tied head is the embedding, so it follows. Which tensors those are is not a per-architecture list: see
+`vocab_dims`. The mean is transformers' ``resize_token_embeddings(mean_resizing=True)`` choice, without its
+noise: a new token's embedding is an average input, and (untied head) its logit the average logit, so it starts
+neither dominant nor impossible. The shared pieces keep exactly the pretrained function: on a sequence of them
+our logits equal the checkpoint's, column for column (tests/test_hf_finetune.py).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -324,9 +339,8 @@ def _check_keys(ours: dict[str, Tensor], model: SequenceModel, where: str) -> No
         raise ValueError(f"weights in {where} do not fit its config.json: {'; '.join(problems)}")
 
 
-def load_hf(path_or_dir: str | Path, device: str | torch.device = "cpu") -> tuple[SequenceModel, str, dict[str, Any]]:
-    """A Hugging Face checkpoint folder (or a file in it) -> (our model, its arch, its kwargs). See the module doc."""
-    folder = _folder(path_or_dir)
+def _converted(folder: Path) -> tuple[Converter, str, dict[str, Any], int]:
+    """config.json -> (its converter, our arch, our kwargs, its vocabulary rows)."""
     cfg = _read_config(folder)
     model_type = cfg.get("model_type")
     if model_type not in CONVERTERS:
@@ -337,11 +351,99 @@ def load_hf(path_or_dir: str | Path, device: str | torch.device = "cpu") -> tupl
     conv = CONVERTERS[model_type]
     try:
         arch, kwargs = conv.config(cfg)
-        vocab_size = int(cfg["vocab_size"])
+        return conv, arch, kwargs, int(cfg["vocab_size"])
     except KeyError as e:
         raise ValueError(f"bad {model_type} config in {folder / 'config.json'}: missing {e}") from None
+
+
+def read_hf_config(path_or_dir: str | Path) -> tuple[str, dict[str, Any], int]:
+    """The checkpoint's (our arch, our kwargs, its vocabulary rows), from config.json alone (no weights read)."""
+    return _converted(_folder(path_or_dir))[1:]
+
+
+def load_hf(path_or_dir: str | Path, device: str | torch.device = "cpu") -> tuple[SequenceModel, str, dict[str, Any]]:
+    """A Hugging Face checkpoint folder (or a file in it) -> (our model, its arch, its kwargs). See the module doc."""
+    folder = _folder(path_or_dir)
+    conv, arch, kwargs, vocab_size = _converted(folder)
     model = build_model(arch, vocab_size, kwargs)
     state = conv.weights(read_weights(folder), kwargs)
     _check_keys(state, model, str(folder))
     model.load_state_dict(state, strict=True)  # copies into our fp32 parameters, whatever the file's dtype
     return model.to(device).eval(), arch, kwargs
+
+
+# ----------------------------------------------------------------------------------------------------------
+# vocabulary surgery: the checkpoint's rows in our vocabulary's order
+
+
+def vocab_dims(arch: str, kwargs: dict[str, Any]) -> dict[str, int]:
+    """The architecture's vocabulary-indexed tensors: state-dict name -> which dimension is the vocabulary.
+
+    Found by building the model at two vocabulary sizes (on the meta device: no memory, no initialization) and
+    comparing shapes, so it holds for every SequenceModel with no list to keep: Mamba's ``embed.weight`` and,
+    untied, ``head.weight``; Pythia's ``embed_in.weight`` and ``embed_out.weight``; the LSTM's head bias too."""
+    sizes = (7, 11)
+    with torch.device("meta"):
+        small, large = (build_model(arch, n, kwargs).state_dict() for n in sizes)
+    dims = {}
+    for name, t in small.items():
+        differ = [d for d, (a, b) in enumerate(zip(t.shape, large[name].shape)) if a != b]
+        if not differ:
+            continue
+        if len(differ) > 1 or (t.shape[differ[0]], large[name].shape[differ[0]]) != sizes:
+            raise ValueError(f"cannot remap {arch}'s vocabulary: {name} has shape {tuple(t.shape)} at vocab_size 7")
+        dims[name] = differ[0]
+    return dims
+
+
+def remap_vocab(
+    model: SequenceModel, arch: str, kwargs: dict[str, Any], their_ids: Mapping[str, int], our_tokens: Sequence[str]
+) -> tuple[SequenceModel, list[str]]:
+    """``model`` (of ``arch``, ``kwargs``) with its vocabulary rows re-indexed to ``our_tokens`` (a Vocab's tokens,
+    in id order): our token t gets the pretrained row ``their_ids[t]``; a token absent from ``their_ids`` gets the
+    mean of the rows ``their_ids`` names (all rows if it is empty). Returns a new model, which
+    ``build_model(arch, len(our_tokens), kwargs)`` rebuilds (so it saves as an ordinary checkpoint), on the
+    model's device and in its mode, and the tokens that got a new row. See the module doc."""
+    dims = vocab_dims(arch, kwargs)
+    state = model.state_dict()
+    if not dims:
+        raise ValueError(f"cannot remap {arch}'s vocabulary: no tensor's shape depends on vocab_size")
+    rows = {state[k].shape[d] for k, d in dims.items()}
+    if len(rows) != 1:
+        raise ValueError(f"cannot remap {arch}'s vocabulary: its vocabulary tensors disagree on the size {rows}")
+    n_rows = rows.pop()
+    bad = sorted((i, t) for t, i in their_ids.items() if not 0 <= i < n_rows)
+    if bad:
+        raise ValueError(
+            f"the tokenizer has {len(bad)} ids beyond the model's {n_rows} vocabulary rows (e.g. {bad[0][1]!r}: "
+            f"{bad[0][0]})"
+        )
+    src = torch.tensor([their_ids.get(t, -1) for t in our_tokens], dtype=torch.long)  # (V_ours,) -1: a new row
+    known = src >= 0
+    named = torch.tensor(sorted(set(their_ids.values())), dtype=torch.long) if their_ids else torch.arange(n_rows)
+    new_state = dict(state)
+    for name, dim in dims.items():
+        w = state[name].movedim(dim, 0)  # (V_theirs, ...)
+        out = w[named].mean(0, keepdim=True).repeat(len(our_tokens), *([1] * (w.dim() - 1)))  # (V_ours, ...)
+        out[known] = w[src[known].to(w.device)]
+        new_state[name] = out.movedim(0, dim).contiguous()
+    fresh = build_model(arch, len(our_tokens), kwargs)
+    fresh.load_state_dict(new_state, strict=True)
+    device = next(model.parameters()).device
+    return fresh.to(device).train(model.training), [t for t, k in zip(our_tokens, known.tolist()) if not k]
+
+
+def load_hf_remapped(
+    path_or_dir: str | Path, our_tokens: Sequence[str], device: str | torch.device = "cpu"
+) -> tuple[SequenceModel, str, dict[str, Any], list[str], bool]:
+    """`load_hf`, then `remap_vocab` onto ``our_tokens`` with the folder's ``tokenizer.json`` naming the rows.
+    -> (model, arch, kwargs, the tokens that got a new row, whether the folder has a tokenizer). Without a
+    tokenizer every token gets a new row."""
+    from toolssm.tokenizer import FILE, Bpe
+
+    folder = _folder(path_or_dir)
+    has_tokenizer = (folder / FILE).is_file()
+    their_ids = Bpe.load(folder).ids if has_tokenizer else {}
+    model, arch, kwargs = load_hf(folder)
+    model, new = remap_vocab(model, arch, kwargs, their_ids, our_tokens)
+    return model.to(device), arch, kwargs, new, has_tokenizer

@@ -121,6 +121,12 @@ class Task(ABC):
     def load_assets(self, folder: Any) -> None:
         """Read back what `assets` saved, from a checkpoint folder."""
 
+    def adopt_tokenizer(self, folder: Any) -> bool:
+        """Tokenize the task's text with a pretrained checkpoint's tokenizer (``tokenizer.json`` in ``folder``),
+        so that the vocabulary's pieces are the checkpoint's (``train --init-from``). False: the task has no
+        text tokenizer; its vocabulary is its own symbols (the default)."""
+        return False
+
     def token_budget(self, problem: Any) -> int:
         """How many tokens a model may generate before its episode is truncated: twice the expert's."""
         traj = self.demonstrate(problem)

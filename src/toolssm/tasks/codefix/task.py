@@ -2,9 +2,10 @@
 
 The problem is a generated codebase; it lives only in the tool (a sandboxed shell over a throwaway copy),
 and the model's context starts with a fixed instruction. Tokens are byte-level BPE pieces (`Bpe`), trained
-on collected trajectories (`load_data`) and saved with the model (`assets`, `load_assets`). The graded
-"output" is the workspace after the episode, judged by `verify_files`; ``verify`` (the output stream) is
-therefore not used by this task's evaluation, which is `toolssm.tasks.codefix.run.evaluate_codefix`.
+on collected trajectories (`load_data`) or a pretrained checkpoint's own (`adopt_tokenizer`), and saved with
+the model (`assets`, `load_assets`). The graded "output" is the workspace after the episode, judged by
+`verify_files`; ``verify`` (the output stream) is therefore not used by this task's evaluation, which is
+`toolssm.tasks.codefix.run.evaluate_codefix`.
 """
 
 from __future__ import annotations
@@ -66,11 +67,19 @@ class Codefix(Task):
     def load_assets(self, folder: str | Path) -> None:
         self.bpe = Bpe.load(folder)
 
+    def adopt_tokenizer(self, folder: str | Path) -> bool:
+        if not (Path(folder) / FILE).is_file():
+            raise ValueError(f"no {FILE} in {folder}: task {self.name} must tokenize with the checkpoint's own")
+        self.load_assets(folder)
+        return True
+
     def load_data(self, path: str | Path) -> list[Trajectory]:
         """Trajectories (our JSONL or mini-SWE-agent .traj.json) to train on, with the paper's filter;
-        the tokenizer is ``tokenizer.json`` next to the file (or inside the folder)."""
+        tokenized with the task's tokenizer if it has one (a pretrained checkpoint's: `adopt_tokenizer`), else
+        with ``tokenizer.json`` next to the file (or inside the folder)."""
         path = Path(path)
-        self.load_assets(path if path.is_dir() else path.parent)
+        if self.bpe is None:
+            self.load_assets(path if path.is_dir() else path.parent)
         records = paper_filter(read_records(path)) if self.filter_data else read_records(path)
         if not records:
             raise ValueError(f"no usable trajectories in {path}")
