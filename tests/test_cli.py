@@ -1,8 +1,10 @@
 import json
+import shlex
 
 import pytest
 
 from toolssm.cli import main
+from toolssm.tasks import get_task
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +106,13 @@ def test_a_checkpoint_from_another_trajectory_layout_is_refused(capsys, ckpt, tm
     del cfg["task_format"]  # as written before the field existed: the input was in context
     (old / "config.json").write_text(json.dumps(cfg))
     assert "retrain it" in one_line_error(capsys, ["solve", "--checkpoint", str(old), "1+2"])
+
+
+@pytest.mark.parametrize("name, spec", [("addition", "5"), ("hanoi", "4"), ("logic-graph", "6"), ("multiplication-x1", "3")])
+def test_demo_suggests_a_problem_that_solve_can_parse(name, spec):
+    from toolssm.cli import _example
+
+    task = get_task(name)
+    [text] = shlex.split(_example(task, spec))  # one shell word
+    problem = task.parse(text)
+    assert task.size(problem) >= 1

@@ -10,7 +10,9 @@ import contextlib
 import io
 import json
 import os
+import random
 import re
+import shlex
 import sys
 import time
 from dataclasses import dataclass, fields
@@ -159,6 +161,14 @@ def run_train(cfg: TrainConfig) -> int:
     return 0
 
 
+def _example(task, spec: str) -> str:
+    """A problem to suggest to `toolssm solve`, shell-quoted: addition's carry chain, else a seeded draw."""
+    if task.name == "addition":
+        return "99999999999999999999+1"
+    text = task.format(task.sample_eval(random.Random(0), spec)).replace("\n", "; ")
+    return shlex.quote(text)
+
+
 def run_demo(cfg: DemoConfig) -> int:
     cfg.validate()
     task = get_task(cfg.task)
@@ -180,7 +190,7 @@ def run_demo(cfg: DemoConfig) -> int:
     _report(results, Path(cfg.out) / "eval", train_size=cfg.train_size, label=cfg.model.arch, task=cfg.task,
             checkpoint=str(ckpt))  # fmt: skip
     print(f"demo finished in {time.perf_counter() - t0:.0f}s (training {t_train:.0f}s). "
-          f"Try: toolssm solve --checkpoint {cfg.out} 99999999999999999999+1 --trace")  # fmt: skip
+          f"Try: toolssm solve --checkpoint {cfg.out} {_example(task, cfg.lengths[0])} --trace")  # fmt: skip
     return 0
 
 
