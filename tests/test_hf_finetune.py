@@ -12,7 +12,6 @@ import torch
 from safetensors.torch import load_file
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-import toolssm.train as train_mod
 from toolssm.checkpoint import load_checkpoint
 from toolssm.cli import main as cli_main
 from toolssm.models import ModelConfig, build_model, model_names, resolve
@@ -270,22 +269,15 @@ def test_train_init_from_starts_from_the_weights_saves_the_tokenizer_and_evaluat
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_train_init_from_resumes_without_the_pretrained_weights(kind, records, tokenizer_json, tmp_path, monkeypatch):
+def test_train_init_from_resumes_without_the_pretrained_weights(kind, records, tokenizer_json, tmp_path, stop_training_at):
     _, folder = hf_folder(tmp_path / "hf", tokenizer_json, kind, KINDS[kind])
     data = data_folder(tmp_path / "data", records)
     train(finetune_cfg(tmp_path / "a", folder, data, steps=3))
 
-    real = train_mod.make_batch
-
-    def crash_at_2(task, vocab, cfg, step, *rest):
-        if step == 2:
-            raise KeyboardInterrupt
-        return real(task, vocab, cfg, step, *rest)
-
-    monkeypatch.setattr(train_mod, "make_batch", crash_at_2)
+    restore = stop_training_at(2)
     with pytest.raises(KeyboardInterrupt):
         train(finetune_cfg(tmp_path / "b", folder, data, steps=3, save_every=1))
-    monkeypatch.setattr(train_mod, "make_batch", real)
+    restore()
     assert json.loads((tmp_path / "b/run/checkpoint/config.json").read_text())["step"] == 2
     init = load_hf_remapped(folder, load_checkpoint(tmp_path / "b/run").vocab.tokens)[0].state_dict()
     (folder / "model.safetensors").unlink()  # a resume reads our checkpoint, not the pretrained weights

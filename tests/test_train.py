@@ -5,7 +5,6 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-import toolssm.train as train_mod
 from toolssm.models import ModelConfig, build_model, resolve
 from toolssm.tasks import get_task
 from toolssm.train import TrainConfig, collate, lr_at, make_batch, masked_loss, train
@@ -48,20 +47,13 @@ def test_lr_schedule_warms_up_then_decays_to_min():
     assert all(lr_at(s, cfg) >= lr_at(s + 1, cfg) for s in range(10, 99))
 
 
-def test_resume_after_a_stop_gives_the_run_that_would_have_happened(tmp_path, monkeypatch):
+def test_resume_after_a_stop_gives_the_run_that_would_have_happened(tmp_path, stop_training_at):
     train(tiny_cfg(tmp_path / "a"))
 
-    real = train_mod.make_batch
-
-    def crash_at_4(task, vocab, cfg, step, *shard):
-        if step == 4:
-            raise KeyboardInterrupt
-        return real(task, vocab, cfg, step, *shard)
-
-    monkeypatch.setattr(train_mod, "make_batch", crash_at_4)
+    restore = stop_training_at(4)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_cfg(tmp_path / "b"))
-    monkeypatch.setattr(train_mod, "make_batch", real)
+    restore()
     assert json.loads((tmp_path / "b/checkpoint/config.json").read_text())["step"] == 3
     train(tiny_cfg(tmp_path / "b", resume=True))
 
