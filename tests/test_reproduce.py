@@ -7,8 +7,8 @@ import torch
 
 from toolssm.cli import main
 from toolssm.evaluate import evaluate
-from toolssm.models import ModelConfig, build_model, resolve
-from toolssm.reproduce import EXPERIMENTS, PAPER_GRID, plan
+from toolssm.models import ModelConfig, build_model, has_fixed_state, resolve
+from toolssm.reproduce import CPU_EVAL_BATCH, EXPERIMENTS, PAPER_GRID, plan
 from toolssm.tasks import get_task
 
 PAPER_ITEMS = ["fig2-addition", "table1-mult-x1", "table1-mult-x2", "table1-logic-graph", "table1-hanoi",
@@ -111,3 +111,17 @@ def test_evaluation_fanned_out_over_processes_equals_one_process():
     strip = lambda rs: [{k: v for k, v in vars(r).items() if k != "seconds"} for r in rs]
     assert strip(one) == strip(two)
     assert any(r.token_acc for r in one)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru", "mamba", "mamba2", "gated_deltanet", "hybrid", "pythia", "mistral"])
+def test_fixed_state_known_without_building_weights(arch):
+    cfg = ModelConfig(arch=arch)
+    built = build_model(arch, 8, resolve(cfg))
+    assert has_fixed_state(cfg) == built.fixed_state
+
+
+def test_cpu_scale_evaluates_fixed_state_models_in_large_batches():
+    runs = {r.row: r for r in plan(EXPERIMENTS["fig2-addition"], "cpu")}
+    assert runs["lstm"].eval_batch_size == runs["mamba2"].eval_batch_size == CPU_EVAL_BATCH["fixed"]
+    assert runs["pythia"].eval_batch_size == runs["hybrid"].eval_batch_size == CPU_EVAL_BATCH["growing"]
+    assert CPU_EVAL_BATCH["growing"] < CPU_EVAL_BATCH["fixed"]

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any
 
+import torch
 import tyro
 from torch import Tensor, nn
 
@@ -125,6 +126,13 @@ def build_model(arch: str, vocab_size: int, kwargs: dict[str, Any]) -> SequenceM
     if arch not in _REGISTRY:
         raise ValueError(f"unknown model {arch!r} (choose from: {', '.join(model_names())})")
     return _REGISTRY[arch].cls(vocab_size=vocab_size, **kwargs)
+
+
+def has_fixed_state(cfg: ModelConfig) -> bool:
+    """Whether the configured model is a GSSM (its state does not grow with the context), without building
+    its weights: the model is built on the meta device."""
+    with torch.device("meta"):
+        return build_model(cfg.arch, 8, resolve(cfg)).fixed_state
 
 
 def n_params(model: nn.Module) -> int:
