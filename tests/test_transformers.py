@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from toolssm.models import ModelConfig, build_model, resolve
+from toolssm.models.attention import extend_cache
 from toolssm.models.mistral import Mistral
 from toolssm.models.pythia import Pythia
 
@@ -149,3 +150,39 @@ def test_presets_cli_fields_and_names():
     ]:
         assert n in names, n
     assert p.rot == 4  # rotary_pct 0.25 of d_head 16
+
+
+def test_extend_cache_appends_into_spare_room_and_leaves_the_old_state_alone():
+    c0 = torch.randn(2, 3, 4, 5, 8)  # (B, L, H, C, Dh), contiguous: no spare room
+    c1 = extend_cache(c0, 1)
+    assert c1.shape == (2, 3, 4, 6, 8) and c1.data_ptr() != c0.data_ptr()  # moved into a buffer with room
+    torch.testing.assert_close(c1[..., :5, :], c0, atol=0, rtol=0)
+    c1[..., 5, :] = 1.0
+    snapshot = c1.clone()
+    c2 = extend_cache(c1, 2)
+    assert c2.shape == (2, 3, 4, 8, 8) and c2.data_ptr() == c1.data_ptr()  # the same buffer, 2 more slots
+    c2[..., 6:, :] = 2.0
+    torch.testing.assert_close(c1, snapshot, atol=0, rtol=0)  # the old state's slots are untouched
+    c = c2
+    for _ in range(200):  # past the capacity: the contents move, and survive
+        c = extend_cache(c, 1)
+        c[..., -1, :] = float(c.shape[3])
+    assert c.shape[3] == 208 and c.data_ptr() != c2.data_ptr()
+    torch.testing.assert_close(c[..., :8, :], c2, atol=0, rtol=0)
+    torch.testing.assert_close(c[0, 0, 0, 207], torch.full((8,), 208.0), atol=0, rtol=0)
+    view = c0[:, :, :, :3]  # a slice of someone else's tensor looks like it has room: it must not be written
+    assert extend_cache(view, 1).data_ptr() != c0.data_ptr()
+
+
+@pytest.mark.parametrize("arch", ["pythia", "hybrid"])
+def test_long_decoding_with_a_growing_cache_matches_the_parallel_forward(arch):
+    model = build_model(arch, 23, {**resolve(ModelConfig(arch=arch)), "d_model": 16, "n_layers": 2}).eval()
+    x = torch.randint(0, 23, (2, 150))  # past the first buffer (64 slots) and its doubling
+    with torch.no_grad():
+        full, _ = model(x)
+        _, state = model(x[:, :10])
+        steps = []
+        for t in range(10, 150):
+            logits, state = model.step(x[:, t], state)
+            steps.append(logits)
+    torch.testing.assert_close(torch.stack(steps, 1), full[:, 10:], atol=1e-5, rtol=0)

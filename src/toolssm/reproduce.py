@@ -44,8 +44,8 @@ PAPER_STEPS = 2000
 
 #: relative cost of a run per architecture on one CPU thread, for scheduling only (longest first): the
 #: measured train + eval seconds of `fig2-addition --scale cpu` (docs/reproduce.md), the LSTM's = 1
-CPU_COST = {"lstm": 1.0, "pythia": 1.3, "gru": 1.4, "mistral": 1.5, "mamba": 1.7, "mamba2": 1.7, "gated_deltanet": 3.0,
-            "hybrid": 4.8}  # fmt: skip
+CPU_COST = {"lstm": 1.0, "pythia": 1.3, "gru": 1.4, "mistral": 1.6, "mamba": 1.9, "mamba2": 2.0, "hybrid": 3.7,
+            "gated_deltanet": 3.9}  # fmt: skip
 
 #: cpu scale: per size, no new evaluation batch starts after this many seconds (full attention at 1,000
 #: digits reads its whole KV cache at every one of ~36K decode steps)

@@ -78,6 +78,42 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, Dh)
 
 
+def extend_cache(cache: Tensor, T: int) -> Tensor:
+    """A full-attention KV cache (B, L, H, C, Dh) -> a (B, L, H, C+T, Dh) view whose first C slots are the
+    cache and whose last T slots are free, to be written by the layers (`write_kv`).
+
+    Decoding appends one token at a time, and a ``torch.cat`` per step copies the whole cache: O(C) memory
+    traffic per token, three times what attention itself reads. So the cache lives in a buffer with spare
+    room along C (capacity doubled when it runs out, amortized O(1) per token), and the returned view is
+    the same storage with T more slots. A cache with no spare room (a stacked prefill, `select_state`'s
+    copy) moves into a new buffer once. Writing past the old view leaves the old state's own slots as they
+    were, so the previous state stays valid; but a state must be extended at most once: stepping twice
+    from the same state (branching) would write both branches' slots into the same place. Decoding never
+    does that, and the models use this only without autograd (rollout, evaluation); with gradients they
+    concatenate."""
+    B, L, H, C, Dh = cache.shape
+    need, base = C + T, cache._base  # a view's base tensor; None for a tensor that owns its storage
+    if (
+        base is not None
+        and getattr(base, "_kv_buffer", False)  # a buffer made here, never someone else's tensor
+        and cache.data_ptr() == base.data_ptr()
+        and cache.stride() == base.stride()  # a prefix of the buffer along C
+        and base.shape[3] >= need
+    ):
+        return base[:, :, :, :need]  # the same buffer, T more slots
+    buf = cache.new_empty(B, L, H, max(2 * need, 64), Dh)  # (B, L, H, capacity, Dh)
+    buf._kv_buffer = True
+    buf[:, :, :, :C] = cache
+    return buf[:, :, :, :need]
+
+
+def write_kv(room: Tensor, new: Tensor) -> Tensor:
+    """room (B, H, C+T, Dh), a layer's slice of `extend_cache`; new (B, H, T, Dh) -> room with its last T
+    slots set to new."""
+    room[:, :, room.shape[2] - new.shape[2] :] = new
+    return room
+
+
 def trim_cache(x: Tensor, keep: int | None) -> Tensor:
     """The cache to carry on: all of x (B, H, S, Dh) if keep is None, else exactly its last ``keep`` slots,
     padded on the left with zeros while fewer have been seen (the padding's positions are negative)."""

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from toolssm.models.attention import attention_mask, check_pos, positions, rope_cos_sin
+from toolssm.models.attention import attention_mask, check_pos, extend_cache, positions, rope_cos_sin
 from toolssm.models.base import SequenceModel, State, register
 from toolssm.models.mamba import CHUNK, ResidualBlock, RMSNorm
 from toolssm.models.mistral import Attention
@@ -55,10 +55,10 @@ class AttentionLayer(nn.Module):
         self.norm = RMSNorm(d_model)
         self.mixer = Attention(d_model, n_heads, n_heads)
 
-    def forward(self, x, rope, ck, cv, mask) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, x, rope, ck, cv, mask, grown: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         """x (B, T, D); rope cos, sin (B, 1, T, Dh) or None; ck, cv (B, H, C, Dh) or None; mask (B, 1, T, C+T)
-        or None (plain causal) -> x (B, T, D), k, v (B, H, C+T, Dh)."""
-        a, k, v = self.mixer(self.norm(x), rope, ck, cv, mask)  # (B, T, D), (B, H, C+T, Dh) x2
+        or None (plain causal) -> x (B, T, D), k, v (B, H, C+T, Dh). grown: see mistral.Attention."""
+        a, k, v = self.mixer(self.norm(x), rope, ck, cv, mask, grown)  # (B, T, D), (B, H, C+T, Dh) x2
         return x + a, k, v
 
 
@@ -124,11 +124,17 @@ class Hybrid(SequenceModel):
         p0, qpos = positions(p_in, B, T, x.device)  # (B,), (B, T)
         rope = rope_cos_sin(qpos, self.d_head, self.rope_base, x.dtype) if self.pos == "rope" else None
         mask = None if state is None else attention_mask(p0, T, C, None)  # (B, 1, T, C+T); None: plain causal
+        # decoding: the layers write into a cache with room (attention.extend_cache); with autograd: concatenate
+        grown = ck is not None and not torch.is_grad_enabled()
+        if grown:
+            ck, cv = extend_cache(ck, T), extend_cache(cv, T)  # (B, La, H, C+T, Dh) x2, the last T slots free
         convs, hs, ks, vs = [], [], [], []
         for layer, is_attn in zip(self.layers, self.is_attn, strict=True):
             if is_attn:
                 a = len(ks)
-                x, k, v = layer(x, rope, None if ck is None else ck[:, a], None if cv is None else cv[:, a], mask)
+                x, k, v = layer(
+                    x, rope, None if ck is None else ck[:, a], None if cv is None else cv[:, a], mask, grown
+                )  # fmt: skip
                 ks.append(k)  # (B, H, C+T, Dh)
                 vs.append(v)
                 continue
@@ -144,8 +150,8 @@ class Hybrid(SequenceModel):
         new = (
             torch.stack(convs, 1) if convs else x.new_zeros(B, 0, self.d_inner, self.d_conv - 1),  # (B, Lm, Di, K-1)
             torch.stack(hs, 1) if hs else x.new_zeros(B, 0, self.d_inner, self.d_state),  # (B, Lm, Di, N)
-            torch.stack(ks, 1) if ks else x.new_zeros(B, 0, self.n_heads, C + T, self.d_head),  # (B, La, H, C+T, Dh)
-            torch.stack(vs, 1) if vs else x.new_zeros(B, 0, self.n_heads, C + T, self.d_head),  # (B, La, H, C+T, Dh)
+            ck if grown else torch.stack(ks, 1) if ks else x.new_zeros(B, 0, self.n_heads, C + T, self.d_head),
+            cv if grown else torch.stack(vs, 1) if vs else x.new_zeros(B, 0, self.n_heads, C + T, self.d_head),
             p0 + T,  # (B,)
         )
         return x, new

@@ -28,7 +28,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from toolssm.models.attention import apply_rope, attend, attention_mask, check_pos, positions, rope_cos_sin
+from toolssm.models.attention import (
+    apply_rope,
+    attend,
+    attention_mask,
+    check_pos,
+    extend_cache,
+    positions,
+    rope_cos_sin,
+    write_kv,
+)
 from toolssm.models.base import SequenceModel, State, register
 
 PRESETS = {
@@ -45,16 +54,25 @@ class Attention(nn.Module):
         self.dense = nn.Linear(d_model, d_model, bias=bias)
 
     def forward(
-        self, x: Tensor, rope: tuple[Tensor, Tensor] | None, ck: Tensor | None, cv: Tensor | None, mask: Tensor | None
+        self,
+        x: Tensor,
+        rope: tuple[Tensor, Tensor] | None,
+        ck: Tensor | None,
+        cv: Tensor | None,
+        mask: Tensor | None,
+        grown: bool = False,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """x (B, T, D); rope: cos, sin (B, 1, T, rot); ck, cv (B, H, C, Dh) or None; mask (B, 1, T, C+T) or None
-        -> out (B, T, D), k, v (B, H, C+T, Dh)."""
+        -> out (B, T, D), k, v (B, H, C+T, Dh). grown: ck, cv are already (B, H, C+T, Dh) with the last T slots
+        free (attention.extend_cache), and the new keys and values are written there."""
         B, T, D = x.shape
         qkv = self.query_key_value(x).view(B, T, self.n_heads, 3 * self.d_head).transpose(1, 2)  # (B, H, T, 3Dh)
         q, k, v = qkv.split(self.d_head, -1)  # (B, H, T, Dh) x3
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)  # (B, H, T, Dh) x2
-        if ck is not None:
+        if grown:
+            k, v = write_kv(ck, k), write_kv(cv, v)  # (B, H, C+T, Dh) x2, in place
+        elif ck is not None:
             k, v = torch.cat([ck, k], 2), torch.cat([cv, v], 2)  # (B, H, C+T, Dh) x2
         y = attend(q, k, v, mask)  # (B, H, T, Dh)
         return self.dense(y.transpose(1, 2).reshape(B, T, D)), k, v  # (B, T, D)
@@ -81,8 +99,8 @@ class Layer(nn.Module):
         self.attention = Attention(d_model, n_heads, bias)
         self.mlp = MLP(d_model, d_ff)
 
-    def forward(self, x, rope, ck, cv, mask) -> tuple[Tensor, Tensor, Tensor]:
-        a, k, v = self.attention(self.input_layernorm(x), rope, ck, cv, mask)  # (B, T, D), (B, H, C+T, Dh) x2
+    def forward(self, x, rope, ck, cv, mask, grown: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        a, k, v = self.attention(self.input_layernorm(x), rope, ck, cv, mask, grown)  # (B, T, D), (B, H, C+T, Dh) x2
         if self.parallel_residual:
             return x + a + self.mlp(self.post_attention_layernorm(x)), k, v  # Pythia: both read x
         x = x + a  # sequential: the MLP reads the attention's output
@@ -142,11 +160,17 @@ class Pythia(SequenceModel):
         x = self.embed_in(tokens)  # (B, T, D)
         rope = rope_cos_sin(qpos, self.rot, self.rotary_base, x.dtype) if self.pos == "rope" else None
         mask = None if state is None else attention_mask(p0, T, C, None)  # (B, 1, T, C+T); None: plain causal
+        # decoding: the layers write into a cache with room (attention.extend_cache); with autograd: concatenate
+        grown = ck is not None and not torch.is_grad_enabled()
+        if grown:
+            ck, cv = extend_cache(ck, T), extend_cache(cv, T)  # (B, L, H, C+T, Dh) x2, the last T slots free
         ks, vs = [], []
         for i, layer in enumerate(self.layers):
-            x, k, v = layer(x, rope, None if ck is None else ck[:, i], None if cv is None else cv[:, i], mask)
+            x, k, v = layer(x, rope, None if ck is None else ck[:, i], None if cv is None else cv[:, i], mask, grown)
             ks.append(k)  # (B, H, C+T, Dh)
             vs.append(v)
         x = self.final_layer_norm(x)  # (B, T, D)
         logits = F.linear(x, self.embed_in.weight) if self.embed_out is None else self.embed_out(x)  # (B, T, V)
+        if grown:
+            return logits, (ck, cv, p0 + T)  # the layers wrote into ck, cv: (B, L, H, C+T, Dh) x2, (B,)
         return logits, (torch.stack(ks, 1), torch.stack(vs, 1), p0 + T)  # (B, L, H, C+T, Dh) x2, (B,)
