@@ -16,9 +16,9 @@ a quiet machine it is the wall time, and it stays meaningful on a shared one), t
 state's size at the end (the recurrent state is fixed; the Transformer's KV cache grows with the context),
 and the peak RSS growth during the solve (ru_maxrss after minus before).
 
-The Transformer's solve costs O(L^2) (each step reads, and here copies, its whole KV cache). Where the
-estimated solve time exceeds ``--cap`` seconds it is not run; instead the per-token cost is measured at
-several context lengths up to the solve's full length (a KV cache of that shape), fitted as a + b*C, and
+The Transformer's solve costs O(L^2): each step reads its whole KV cache (appending to the cache is O(1)
+amortized, `models.attention.extend_cache`). Where the estimated solve time exceeds ``--cap`` seconds it
+is not run; instead the per-token cost is measured at several context lengths up to the solve's full length (a KV cache of that shape), fitted as a + b*C, and
 the solve time is the sum over the solve's steps: a*L + b*L^2/2. Those cells are marked "extrap.".
 Likewise ``--rec-cap`` for the recurrent model, whose per-token cost is constant (fixed-size state): past it,
 the last measured solve's CPU time per token times the solve's length.
@@ -107,9 +107,8 @@ def per_token_cost(model, contexts: list[int], steps: int = 20) -> list[tuple[in
     for c in contexts:
         state = (torch.randn(1, L, H, c, Dh), torch.randn(1, L, H, c, Dh), torch.tensor([c]))
         tok = torch.tensor([3])
-        model.step(tok, state)  # warm-up
+        _, s = model.step(tok, state)  # warm-up: the first step moves the cache into a buffer with room
         t0 = time.process_time()
-        s = state
         for _ in range(steps):
             logits, s = model.step(tok, s)
             logits.argmax(-1).item()

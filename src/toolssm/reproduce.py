@@ -117,7 +117,7 @@ _add(Experiment(
     (*_models("addition", 5, FIG2_MODELS),
      Row("mistral-w16", "addition", 5, {"model.arch": "mistral", "model.window": 16})),
     {"cpu": ("5", "10", "100", "1000"), "paper": ("5", "10", "20", "50", "100", "200", "500", "1000")},
-    cpu_note="9 runs, 2 at a time: 64 min measured on the 2-core CPU (docs/reproduce.md)",
+    cpu_note="9 runs, 2 at a time: 55 min measured on the 2-core CPU (docs/reproduce.md)",
 ))  # fmt: skip
 _add(Experiment("table1-mult-x1", "Table 1: n×1 multiplication, trained on ≤ 10 digits",
                 _models("multiplication-x1", 10), _MULT_LEN))  # fmt: skip
