@@ -61,8 +61,9 @@ from toolssm.models.mamba2 import from_chunks, segsum, to_chunks
 from toolssm.models.mistral import MLP
 
 # cpu: state per layer H * K * V = 4 * 16 * 32 = 2048 numbers, the same as the mamba and mamba2 cpu presets;
-# d_ff 256 as the cpu Transformers (pythia, mistral); chunk 32: on one CPU thread a training step on ~110-token
-# addition trajectories takes 207 ms at chunk 32, 228 at 16, 279 at 64.
+# d_ff 256 as the cpu Transformers (pythia, mistral); chunk 32: a training step of the cpu recipe (addition, batch
+# 32 padded to ~230 tokens, one thread, the other core busy) takes 336 ms at chunk 32 against 436 at 64; in
+# Figure 2's run, 2,500 steps took 1,208 s at chunk 32 against 1,306 s at 64 (the rest of the step dominates).
 # paper: a ~130M model (our choice; the GDN paper trains at 0.4B and 1.3B): 12 blocks of GDN + SwiGLU MLP
 # (each block ~ two Mamba layers' parameters), d_model 768, 6 heads of key width 128 (value 256), d_ff 2048
 # (fla's 8/3 * d_model): 113M parameters besides the embeddings (Mamba-130M's 24 layers: 90M).
