@@ -107,11 +107,19 @@ def extend_cache(cache: Tensor, T: int) -> Tensor:
     return buf[:, :, :, :need]
 
 
-def write_kv(room: Tensor, new: Tensor) -> Tensor:
-    """room (B, H, C+T, Dh), a layer's slice of `extend_cache`; new (B, H, T, Dh) -> room with its last T
-    slots set to new."""
-    room[:, :, room.shape[2] - new.shape[2] :] = new
-    return room
+Rope = tuple[Tensor, Tensor] | None  # cos, sin (B, 1, T, rot), or None (no position encoding)
+
+
+def with_cache(ck: Tensor | None, cv: Tensor | None, k: Tensor, v: Tensor, grown: bool) -> tuple[Tensor, Tensor]:
+    """A layer's keys and values over the cache and the chunk. k, v (B, H, T, Dh); ck, cv (B, H, C, Dh) or None
+    -> (B, H, C+T, Dh) x2. grown: ck, cv are already (B, H, C+T, Dh) with their last T slots free
+    (`extend_cache`), and k, v are written there in place; otherwise they are concatenated."""
+    if grown:
+        ck[:, :, ck.shape[2] - k.shape[2] :], cv[:, :, cv.shape[2] - v.shape[2] :] = k, v
+        return ck, cv
+    if ck is None:
+        return k, v
+    return torch.cat([ck, k], 2), torch.cat([cv, v], 2)
 
 
 def trim_cache(x: Tensor, keep: int | None) -> Tensor:

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from toolssm.models.attention import (
+    Rope,
     apply_rope,
     attend,
     attention_mask,
@@ -41,7 +42,7 @@ from toolssm.models.attention import (
     positions,
     rope_cos_sin,
     trim_cache,
-    write_kv,
+    with_cache,
 )
 from toolssm.models.base import SequenceModel, State, register
 from toolssm.models.mamba import RMSNorm
@@ -69,15 +70,8 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(d_model, n_kv_heads * self.d_head, bias=False)
         self.o_proj = nn.Linear(n_heads * self.d_head, d_model, bias=False)
 
-    def forward(
-        self,
-        x: Tensor,
-        rope: tuple[Tensor, Tensor] | None,
-        ck: Tensor | None,
-        cv: Tensor | None,
-        mask: Tensor | None,
-        grown: bool = False,
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, x: Tensor, rope: Rope, ck: Tensor | None, cv: Tensor | None, mask: Tensor | None,
+                grown: bool = False) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
         """x (B, T, D); rope: cos, sin (B, 1, T, Dh); ck, cv (B, Hkv, C, Dh) or None; mask (B, 1, T, C+T) or None
         -> out (B, T, D), k, v (B, Hkv, C+T, Dh). grown: ck, cv are already (B, Hkv, C+T, Dh) with the last T
         slots free (attention.extend_cache), and the new keys and values are written there."""
@@ -87,10 +81,7 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.d_head).transpose(1, 2)  # (B, Hkv, T, Dh)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)  # (B, H, T, Dh), (B, Hkv, T, Dh)
-        if grown:
-            k, v = write_kv(ck, k), write_kv(cv, v)  # (B, Hkv, C+T, Dh) x2, in place
-        elif ck is not None:
-            k, v = torch.cat([ck, k], 2), torch.cat([cv, v], 2)  # (B, Hkv, C+T, Dh) x2
+        k, v = with_cache(ck, cv, k, v, grown)  # (B, Hkv, C+T, Dh) x2
         y = attend(q, k, v, mask)  # (B, H, T, Dh)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, D)), k, v  # (B, T, D)
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from toolssm.models.attention import (
+    Rope,
     apply_rope,
     attend,
     attention_mask,
@@ -36,7 +37,7 @@ from toolssm.models.attention import (
     extend_cache,
     positions,
     rope_cos_sin,
-    write_kv,
+    with_cache,
 )
 from toolssm.models.base import SequenceModel, State, register
 
@@ -53,15 +54,8 @@ class Attention(nn.Module):
         self.query_key_value = nn.Linear(d_model, 3 * d_model, bias=bias)
         self.dense = nn.Linear(d_model, d_model, bias=bias)
 
-    def forward(
-        self,
-        x: Tensor,
-        rope: tuple[Tensor, Tensor] | None,
-        ck: Tensor | None,
-        cv: Tensor | None,
-        mask: Tensor | None,
-        grown: bool = False,
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, x: Tensor, rope: Rope, ck: Tensor | None, cv: Tensor | None, mask: Tensor | None,
+                grown: bool = False) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
         """x (B, T, D); rope: cos, sin (B, 1, T, rot); ck, cv (B, H, C, Dh) or None; mask (B, 1, T, C+T) or None
         -> out (B, T, D), k, v (B, H, C+T, Dh). grown: ck, cv are already (B, H, C+T, Dh) with the last T slots
         free (attention.extend_cache), and the new keys and values are written there."""
@@ -70,10 +64,7 @@ class Attention(nn.Module):
         q, k, v = qkv.split(self.d_head, -1)  # (B, H, T, Dh) x3
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)  # (B, H, T, Dh) x2
-        if grown:
-            k, v = write_kv(ck, k), write_kv(cv, v)  # (B, H, C+T, Dh) x2, in place
-        elif ck is not None:
-            k, v = torch.cat([ck, k], 2), torch.cat([cv, v], 2)  # (B, H, C+T, Dh) x2
+        k, v = with_cache(ck, cv, k, v, grown)  # (B, H, C+T, Dh) x2
         y = attend(q, k, v, mask)  # (B, H, T, Dh)
         return self.dense(y.transpose(1, 2).reshape(B, T, D)), k, v  # (B, T, D)
 
