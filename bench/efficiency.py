@@ -18,8 +18,9 @@ and the peak RSS growth during the solve (ru_maxrss after minus before).
 
 The Transformer's solve costs O(L^2): each step reads its whole KV cache (appending to the cache is O(1)
 amortized, `models.attention.extend_cache`). Where the estimated solve time exceeds ``--cap`` seconds it
-is not run; instead the per-token cost is measured at several context lengths up to the solve's full length (a KV cache of that shape), fitted as a + b*C, and
-the solve time is the sum over the solve's steps: a*L + b*L^2/2. Those cells are marked "extrap.".
+is not run; instead the per-token cost is measured at several context lengths up to the solve's full
+length (a KV cache of that shape), fitted as a + b*C, and the solve time is the sum over the solve's
+steps: a*L + b*L^2/2. Those cells are marked "extrap.".
 Likewise ``--rec-cap`` for the recurrent model, whose per-token cost is constant (fixed-size state): past it,
 the last measured solve's CPU time per token times the solve's length.
 """

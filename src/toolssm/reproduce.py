@@ -5,10 +5,11 @@ point; optionally grouped into panels), each a task at a training size with trai
 sizes to test. A scale turns the rows into runs:
 
 - ``cpu``: the demo recipe (cpu model presets, AdamW 3e-3, batch 32), one seed, 20 problems per size in
-  batches of 20 for a fixed-state model, 5 for a growing one (`CPU_EVAL_BATCH`). Two caps keep the evaluation cost bounded: it stops once a size falls below 5% (a model
-  at 0% at 100 digits is not expected to recover at 1,000), and at each size no new batch starts after
-  `CPU_EVAL_LIMIT` seconds (full attention, pythia and hybrid, reads its whole KV cache at each of the
-  ~36K decode steps of a 1,000-digit addition); the record's ``n`` says how many problems were done.
+  batches of 20 for a fixed-state model, 5 for a growing one (`CPU_EVAL_BATCH`). Two caps keep the
+  evaluation cost bounded: it stops once a size falls below 5% (a model at 0% at 100 digits is not
+  expected to recover at 1,000), and at each size no new batch starts after `CPU_EVAL_LIMIT` seconds
+  (full attention, pythia and hybrid, reads its whole KV cache at each of the ~36K decode steps of a
+  1,000-digit addition); the record's ``n`` says how many problems were done.
   Meant for the 2-core machine (see docs/reproduce.md for wall times).
 - ``paper``: the paper's model presets and grid (App. C: lr × batch × weight decay, 2,000 steps, 2 seeds,
   10 for Hanoi's Mamba and Pythia, 3 for its others), 100 problems per size, every size evaluated.
@@ -214,7 +215,8 @@ def plan(exp: Experiment, scale: str, *, rows: tuple[str, ...] = (), seeds: tupl
                     lengths=tuple(lengths) or exp.sizes(scale, row.panel),
                     n_problems=n_problems or (20 if scale == "cpu" else 100),
                     stop_below=0.05 if scale == "cpu" else None, cost=CPU_COST.get(row.arch, 1.0), scale=scale,
-                    eval_batch_size=_eval_batch(train) if scale == "cpu" else 100, time_limit=CPU_EVAL_LIMIT if scale == "cpu" else None,
+                    eval_batch_size=_eval_batch(train) if scale == "cpu" else 100,
+                    time_limit=CPU_EVAL_LIMIT if scale == "cpu" else None,
                 ))  # fmt: skip
     return runs
 

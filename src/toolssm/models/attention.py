@@ -80,7 +80,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
 
 def extend_cache(cache: Tensor, T: int) -> Tensor:
     """A full-attention KV cache (B, L, H, C, Dh) -> a (B, L, H, C+T, Dh) view whose first C slots are the
-    cache and whose last T slots are free, to be written by the layers (`write_kv`).
+    cache and whose last T slots are free, to be written by the layers (`with_cache`).
 
     Decoding appends one token at a time, and a ``torch.cat`` per step copies the whole cache: O(C) memory
     traffic per token, three times what attention itself reads. So the cache lives in a buffer with spare
@@ -89,8 +89,7 @@ def extend_cache(cache: Tensor, T: int) -> Tensor:
     copy) moves into a new buffer once. Writing past the old view leaves the old state's own slots as they
     were, so the previous state stays valid; but a state must be extended at most once: stepping twice
     from the same state (branching) would write both branches' slots into the same place. Decoding never
-    does that, and the models use this only without autograd (rollout, evaluation); with gradients they
-    concatenate."""
+    does that, and the models use this only without autograd (`decode_cache`)."""
     B, L, H, C, Dh = cache.shape
     need, base = C + T, cache._base  # a view's base tensor; None for a tensor that owns its storage
     if (
@@ -105,6 +104,15 @@ def extend_cache(cache: Tensor, T: int) -> Tensor:
     buf._kv_buffer = True
     buf[:, :, :, :C] = cache
     return buf[:, :, :, :need]
+
+
+def decode_cache(ck: Tensor | None, cv: Tensor | None, T: int) -> tuple[Tensor | None, Tensor | None, bool]:
+    """A full-attention model's caches (B, L, H, C, Dh) x2 for a chunk of T tokens -> the caches and
+    ``grown``. Decoding (a cache and no autograd): both grown by `extend_cache`, grown = True; otherwise (a
+    prefill, or training through the cache) unchanged, grown = False, and the layers concatenate."""
+    if ck is None or torch.is_grad_enabled():
+        return ck, cv, False
+    return extend_cache(ck, T), extend_cache(cv, T), True
 
 
 Rope = tuple[Tensor, Tensor] | None  # cos, sin (B, 1, T, rot), or None (no position encoding)

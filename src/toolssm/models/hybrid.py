@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from toolssm.models.attention import attention_mask, check_pos, extend_cache, positions, rope_cos_sin
+from toolssm.models.attention import attention_mask, check_pos, decode_cache, positions, rope_cos_sin
 from toolssm.models.base import SequenceModel, State, register
 from toolssm.models.mamba import CHUNK, ResidualBlock, RMSNorm
 from toolssm.models.mistral import Attention
@@ -124,10 +124,7 @@ class Hybrid(SequenceModel):
         p0, qpos = positions(p_in, B, T, x.device)  # (B,), (B, T)
         rope = rope_cos_sin(qpos, self.d_head, self.rope_base, x.dtype) if self.pos == "rope" else None
         mask = None if state is None else attention_mask(p0, T, C, None)  # (B, 1, T, C+T); None: plain causal
-        # decoding: the layers write into a cache with room (attention.extend_cache); with autograd: concatenate
-        grown = ck is not None and not torch.is_grad_enabled()
-        if grown:
-            ck, cv = extend_cache(ck, T), extend_cache(cv, T)  # (B, La, H, C+T, Dh) x2, the last T slots free
+        ck, cv, grown = decode_cache(ck, cv, T)  # decoding: (B, La, H, C+T, Dh) x2, the last T slots free
         convs, hs, ks, vs = [], [], [], []
         for layer, is_attn in zip(self.layers, self.is_attn, strict=True):
             if is_attn:

@@ -34,7 +34,7 @@ from toolssm.models.attention import (
     attend,
     attention_mask,
     check_pos,
-    extend_cache,
+    decode_cache,
     positions,
     rope_cos_sin,
     with_cache,
@@ -151,10 +151,7 @@ class Pythia(SequenceModel):
         x = self.embed_in(tokens)  # (B, T, D)
         rope = rope_cos_sin(qpos, self.rot, self.rotary_base, x.dtype) if self.pos == "rope" else None
         mask = None if state is None else attention_mask(p0, T, C, None)  # (B, 1, T, C+T); None: plain causal
-        # decoding: the layers write into a cache with room (attention.extend_cache); with autograd: concatenate
-        grown = ck is not None and not torch.is_grad_enabled()
-        if grown:
-            ck, cv = extend_cache(ck, T), extend_cache(cv, T)  # (B, L, H, C+T, Dh) x2, the last T slots free
+        ck, cv, grown = decode_cache(ck, cv, T)  # decoding: (B, L, H, C+T, Dh) x2, the last T slots free
         ks, vs = [], []
         for i, layer in enumerate(self.layers):
             x, k, v = layer(x, rope, None if ck is None else ck[:, i], None if cv is None else cv[:, i], mask, grown)
