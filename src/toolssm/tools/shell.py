@@ -26,6 +26,7 @@ timeout but without isolation.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import selectors
@@ -309,6 +310,7 @@ class ShellSandbox:
             if timed_out:
                 self._kill()
             proc.wait()
+            self._reap()
             proc.stdout.close()  # type: ignore[union-attr]
             proc.stderr.close()  # type: ignore[union-attr]
             self._proc = None
@@ -332,6 +334,30 @@ class ShellSandbox:
                 pass
             proc.wait()
         self._proc = None
+
+    def _reap(self) -> None:
+        """Wait until the sandbox is gone. bwrap's outer process can exit a moment before the namespace's pid 1
+        (a fork of it, with the same command line, so it names our workspace), whose exit takes every
+        sandboxed process with it. Kill and wait for any such straggler, so no process of the command
+        outlives `run`."""
+        if self._bwrap is None or self.workspace is None:
+            return
+        key = os.fsencode(str(self.workspace))
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            pids = []
+            for d in os.listdir("/proc"):
+                try:
+                    if d.isdigit() and key in Path(f"/proc/{d}/cmdline").read_bytes():
+                        pids.append(int(d))
+                except OSError:  # gone meanwhile
+                    pass
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.01)
 
     def _chown_tree(self, uid: int) -> None:
         assert self.workspace is not None
