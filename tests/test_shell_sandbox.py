@@ -173,12 +173,14 @@ def test_no_background_process_survives_its_command_or_the_episode():
 def test_close_kills_a_command_still_running_in_another_thread():
     marker = f"{uuid.uuid4().int % 10**6}.25"
     sh = ShellSandbox({}, limits=Limits(wall_s=120, cpu_s=60))
-    t = threading.Thread(target=sh.run, args=(f"sleep {marker}",))
+    results = []
+    t = threading.Thread(target=lambda: results.append(sh.run(f"sleep {marker}")))
     t.start()
-    for _ in range(100):
-        if host_processes_with(marker):
-            break
+    deadline = time.monotonic() + 60  # generous: a loaded CI box can be slow to start bwrap
+    while not host_processes_with(marker) and t.is_alive() and time.monotonic() < deadline:
         time.sleep(0.05)
+    # if the command ended by itself, say how (bwrap's own error, say) instead of failing blind
+    assert t.is_alive(), f"the command ended before close(): {results[0].observation() if results else '?'}"
     assert host_processes_with(marker)
     sh.close()
     t.join(timeout=5)
@@ -199,3 +201,34 @@ def test_the_documented_opt_in_runs_unsandboxed_for_trusted_commands(monkeypatch
     with ShellSandbox({"main.py": "print(1)\n"}, unsafe_no_sandbox=True) as sh:
         r = sh.run("python3 main.py")
     assert r.stdout == "1\n" and r.returncode == 0
+
+
+@needs_bwrap
+def test_a_sandbox_that_fails_to_start_is_retried_then_reported(monkeypatch):
+    sh = ShellSandbox({}, limits=FAST)
+    real = sh.argv
+    calls = []
+
+    def broken(command, info_fd=None):  # a bind of a missing path: bwrap fails before the command runs
+        calls.append(command)
+        argv = real(command, info_fd)
+        i = argv.index("--unshare-all")
+        return [*argv[:i], "--ro-bind", "/no/such/path", "/x", *argv[i:]]
+
+    monkeypatch.setattr(sh, "argv", broken)
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+    r = sh.run("echo ran >> count.txt")
+    assert len(calls) == shell.SETUP_ATTEMPTS
+    assert r.returncode != 0 and "bwrap" in r.stderr and "count.txt" not in sh.files()
+    sh.close()
+
+
+@needs_bwrap
+def test_a_command_that_fails_like_bwrap_runs_once(sandbox):
+    r = sandbox.run("echo ran >> count.txt; echo 'bwrap: fake' >&2; exit 1")
+    assert r.returncode == 1 and sandbox.files()["count.txt"] == "ran\n"
+
+
+@needs_bwrap
+def test_the_command_inherits_only_stdin_stdout_stderr(sandbox):
+    assert sandbox.run("ls /proc/$$/fd; true").stdout.split() == ["0", "1", "2"]  # bash itself, not ls

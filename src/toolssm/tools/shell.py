@@ -17,6 +17,9 @@ throwaway copy of the episode's workspace (a temporary folder, deleted by ``clos
   count, file size; a wall-clock timeout kills the whole sandbox; stdout and stderr are read with a byte
   cap, and truncation is stated in the observation, e.g. ``[stdout truncated: 104857600 bytes, showing
   first 10000]``.
+- start-up: the first process inside the finished sandbox writes to a pipe before it runs the command. If
+  nothing arrives, the sandbox never came up (a loaded host can refuse a namespace for a moment), the
+  command never ran, and the attempt is retried (``SETUP_ATTEMPTS``) before bwrap's error is reported.
 
 If ``bwrap`` is missing the tool refuses to run (`SandboxUnavailable`, one line). It never falls back to
 an unsandboxed shell on its own; ``unsafe_no_sandbox=True`` (documented in docs/tasks/codefix.md, for
@@ -44,6 +47,7 @@ from toolssm.tools.base import ERR, Tool
 #: where the workspace copy appears inside the sandbox
 WORKDIR = "/work"
 NOBODY = 65534
+SETUP_ATTEMPTS = 3  # tries to bring a sandbox up before its error becomes the observation
 
 
 class SandboxUnavailable(RuntimeError):
@@ -233,7 +237,8 @@ class ShellSandbox:
         return out
 
     # -- commands ----------------------------------------------------------------------------------
-    def argv(self, command: str) -> list[str]:
+    def argv(self, command: str, info_fd: int | None = None) -> list[str]:
+        """The command line that runs ``command``; ``info_fd``: where the sandbox reports that it is up."""
         lim = self.limits
         ulimits = [
             "prlimit", f"--cpu={lim.cpu_s}", f"--as={lim.memory_bytes}", f"--nproc={lim.nproc}",
@@ -262,18 +267,40 @@ class ShellSandbox:
         ]  # fmt: skip
         for k, v in self.env.items():
             argv += ["--setenv", k, v]
+        if info_fd is not None:  # the first thing run inside the finished sandbox says so, then closes the fd
+            argv += ["bash", "-c", f"printf up >&{info_fd} && exec {info_fd}>&- \"$@\"", "ready"]
         return [*argv, *ulimits, *shell]
 
     def run(self, command: str) -> ShellResult:
-        """Run one bash command in the sandbox and wait for it (or for the wall-clock timeout)."""
-        if self.workspace is None:
-            raise RuntimeError("the sandbox is closed; call reset() first")
+        """Run one bash command in the sandbox and wait for it (or for the wall-clock timeout).
+
+        If bwrap fails to *set up* the sandbox (it never reported the sandbox as started, so the command
+        never ran and a retry is safe) it is retried a few times: a loaded host can refuse a namespace for a
+        moment. A sandbox that still will not start is reported in the observation, as bwrap's error."""
+        for attempt in range(SETUP_ATTEMPTS):
+            if self.workspace is None:
+                raise RuntimeError("the sandbox is closed; call reset() first")
+            result, started = self._run_once(command)
+            if started or self.workspace is None:
+                return result
+            time.sleep(0.1 * 2**attempt)
+        return result
+
+    def _run_once(self, command: str) -> tuple[ShellResult, bool]:
+        """One attempt: the result, and whether the sandbox came up (always True without bwrap)."""
         lim = self.limits
-        env = None if not self.unsafe_no_sandbox or self._bwrap is not None else dict(self.env)
-        proc = subprocess.Popen(
-            self.argv(command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=self.workspace, env=env, start_new_session=True,
-        )  # fmt: skip
+        sandboxed = self._bwrap is not None
+        env = None if sandboxed else dict(self.env)
+        info_r, info_w = os.pipe() if sandboxed else (None, None)
+        try:
+            proc = subprocess.Popen(
+                self.argv(command, info_w), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, cwd=self.workspace, env=env, start_new_session=True,
+                pass_fds=() if info_w is None else (info_w,),
+            )  # fmt: skip
+        finally:
+            if info_w is not None:
+                os.close(info_w)
         self._proc = proc
         kept = {"stdout": bytearray(), "stderr": bytearray()}
         counts = {"stdout": 0, "stderr": 0}
@@ -314,15 +341,25 @@ class ShellSandbox:
             proc.stdout.close()  # type: ignore[union-attr]
             proc.stderr.close()  # type: ignore[union-attr]
             self._proc = None
+        started = True
+        if info_r is not None:  # nothing written: the sandbox never came up, so the command never ran
+            os.set_blocking(info_r, False)
+            try:
+                started = bool(os.read(info_r, 4096))
+            except BlockingIOError:
+                started = False
+            finally:
+                os.close(info_r)
         rc = proc.returncode
         if timed_out:
             rc = 124
         elif rc is not None and rc < 0:
             rc = 128 - rc  # killed by a signal, as bash reports it
-        return ShellResult(
+        result = ShellResult(
             command, kept["stdout"].decode("utf-8", "replace"), kept["stderr"].decode("utf-8", "replace"), rc,
             counts["stdout"], counts["stderr"], timed_out, lim,
         )  # fmt: skip
+        return result, started or timed_out
 
     # -- internals ---------------------------------------------------------------------------------
     def _kill(self) -> None:
