@@ -110,3 +110,27 @@ def test_expert_policy_is_local_next_token_is_a_function_of_the_last_25_tokens()
             for i, r in enumerate(traj.roles):
                 if r in (Role.THOUGHT, Role.COMMAND, Role.OUTPUT):
                     assert table.setdefault(tuple(toks[max(0, i - 25) : i]), toks[i]) == toks[i]
+
+
+@pytest.mark.parametrize("n", [10, 200])
+def test_each_value_is_the_operator_applied_to_the_two_literal_lines_before_it(n):
+    rng = random.Random(n)
+    for _ in range(5):
+        p = task.sample_eval(rng, str(n))
+        truth = evaluate_circuit(p)
+        defs = {node.name: node for node in p.nodes}
+        traj = task.demonstrate(p)
+        thoughts = " ".join(t for t, r in zip(traj.tokens, traj.roles) if r == Role.THOUGHT)
+        lines = [line.split() for line in thoughts.split(" [NL]")]
+        checked = 0
+        for i, line in enumerate(lines):
+            if line[1:2] != ["="]:
+                continue
+            node = defs[line[0]]
+            assert line[2] == str(truth[node.name])
+            k = len(node.args)
+            lits = lines[i - k : i]
+            assert [w[0] for w in lits] == [str(truth[a] != neg) for neg, a in node.args]
+            assert [w[1:] for w in lits] == ([[node.op], []] if k == 2 else [[]])
+            checked += 1
+        assert checked >= 1

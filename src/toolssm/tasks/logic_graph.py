@@ -216,7 +216,7 @@ class LogicGraph(Task):
         while True:
             op, args = _operands(definition)
             xs: list[bool] = []
-            for neg, a in args:
+            for i, (neg, a) in enumerate(args):
                 lines = find(a, "=")
                 v = _value_line(lines[-1])
                 if v is None:  # unresolved: log the parent, evaluate the child from its definition
@@ -224,6 +224,9 @@ class LogicGraph(Task):
                     cur, definition = a, lines[0]
                     break
                 xs.append(v != neg)
+                # the literal's value (negation applied) as a line of its own, the first one followed by the
+                # operator: p's value is then read off the last two literal lines (see the docs, "locality")
+                act(str(xs[-1]), *([op] if i == 0 and op is not None else []), NL)
             else:
                 value = xs[0] if len(xs) == 1 else (xs[0] and xs[1]) if op == "and" else (xs[0] or xs[1])
                 act(cur, "=", str(value), NL)
