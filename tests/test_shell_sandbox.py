@@ -209,9 +209,9 @@ def test_a_sandbox_that_fails_to_start_is_retried_then_reported(monkeypatch):
     real = sh.argv
     calls = []
 
-    def broken(command, info_fd=None):  # a bind of a missing path: bwrap fails before the command runs
+    def broken(command, *fds):  # a bind of a missing path: bwrap fails before the command runs
         calls.append(command)
-        argv = real(command, info_fd)
+        argv = real(command, *fds)
         i = argv.index("--unshare-all")
         return [*argv[:i], "--ro-bind", "/no/such/path", "/x", *argv[i:]]
 

@@ -20,6 +20,9 @@ throwaway copy of the episode's workspace (a temporary folder, deleted by ``clos
 - start-up: the first process inside the finished sandbox writes to a pipe before it runs the command. If
   nothing arrives, the sandbox never came up (a loaded host can refuse a namespace for a moment), the
   command never ran, and the attempt is retried (``SETUP_ATTEMPTS``) before bwrap's error is reported.
+- teardown: ``run`` returns only once the namespace's pid 1 (named by bwrap's ``--info-fd``) has finished
+  exiting, which the kernel completes only after every process in the namespace is gone. bwrap's outer
+  process can exit a moment earlier.
 
 If ``bwrap`` is missing the tool refuses to run (`SandboxUnavailable`, one line). It never falls back to
 an unsandboxed shell on its own; ``unsafe_no_sandbox=True`` (documented in docs/tasks/codefix.md, for
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import selectors
 import shutil
@@ -113,6 +117,39 @@ class ShellResult:
             if n:
                 parts.append(f"<{name}>\n{text}</{name}>")
         return "\n".join(parts) + "\n"
+
+
+def _read_all(fd: int) -> bytes:
+    """What is in a pipe whose writers are gone (or b"" if a writer still holds it open); closes ``fd``."""
+    os.set_blocking(fd, False)
+    chunks = []
+    try:
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def _child_pid(info: bytes) -> int | None:
+    """The namespace's pid 1 from bwrap's ``--info-fd`` JSON, if it got that far."""
+    try:
+        return int(json.loads(info)["child-pid"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _running(pid: int | None) -> bool:
+    """``pid`` exists and is not a zombie (a zombie's exit, namespace teardown included, is complete)."""
+    if pid is None:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
 
 
 def bwrap_path() -> str | None:
@@ -237,8 +274,9 @@ class ShellSandbox:
         return out
 
     # -- commands ----------------------------------------------------------------------------------
-    def argv(self, command: str, info_fd: int | None = None) -> list[str]:
-        """The command line that runs ``command``; ``info_fd``: where the sandbox reports that it is up."""
+    def argv(self, command: str, up_fd: int | None = None, info_fd: int | None = None) -> list[str]:
+        """The command line that runs ``command``. ``up_fd``: where the sandbox's first process reports that
+        the sandbox is up; ``info_fd``: where bwrap writes its JSON info (the namespace's pid 1)."""
         lim = self.limits
         ulimits = [
             "prlimit", f"--cpu={lim.cpu_s}", f"--as={lim.memory_bytes}", f"--nproc={lim.nproc}",
@@ -267,8 +305,10 @@ class ShellSandbox:
         ]  # fmt: skip
         for k, v in self.env.items():
             argv += ["--setenv", k, v]
-        if info_fd is not None:  # the first thing run inside the finished sandbox says so, then closes the fd
-            argv += ["bash", "-c", f"printf up >&{info_fd} && exec {info_fd}>&- \"$@\"", "ready"]
+        if info_fd is not None:
+            argv += ["--info-fd", str(info_fd)]
+        if up_fd is not None:  # the first thing run inside the finished sandbox says so, then closes the fd
+            argv += ["bash", "-c", f"printf up >&{up_fd} && exec {up_fd}>&- \"$@\"", "ready"]
         return [*argv, *ulimits, *shell]
 
     def run(self, command: str) -> ShellResult:
@@ -277,13 +317,16 @@ class ShellSandbox:
         If bwrap fails to *set up* the sandbox (it never reported the sandbox as started, so the command
         never ran and a retry is safe) it is retried a few times: a loaded host can refuse a namespace for a
         moment. A sandbox that still will not start is reported in the observation, as bwrap's error."""
-        for attempt in range(SETUP_ATTEMPTS):
-            if self.workspace is None:
-                raise RuntimeError("the sandbox is closed; call reset() first")
-            result, started = self._run_once(command)
-            if started or self.workspace is None:
-                return result
+        if self.workspace is None:
+            raise RuntimeError("the sandbox is closed; call reset() first")
+        result, started = self._run_once(command)
+        for attempt in range(1, SETUP_ATTEMPTS):
+            if started:
+                break
             time.sleep(0.1 * 2**attempt)
+            if self.workspace is None:  # closed meanwhile (from another thread): nothing to retry in
+                break
+            result, started = self._run_once(command)
         return result
 
     def _run_once(self, command: str) -> tuple[ShellResult, bool]:
@@ -291,16 +334,21 @@ class ShellSandbox:
         lim = self.limits
         sandboxed = self._bwrap is not None
         env = None if sandboxed else dict(self.env)
-        info_r, info_w = os.pipe() if sandboxed else (None, None)
+        pipes = (os.pipe(), os.pipe()) if sandboxed else ()  # (read, write): "up", bwrap's info
+        ws_key = os.fsencode(str(self.workspace))
         try:
             proc = subprocess.Popen(
-                self.argv(command, info_w), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                self.argv(command, *(w for _, w in pipes)), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, cwd=self.workspace, env=env, start_new_session=True,
-                pass_fds=() if info_w is None else (info_w,),
+                pass_fds=tuple(w for _, w in pipes),
             )  # fmt: skip
+        except BaseException:
+            for r, _ in pipes:
+                os.close(r)
+            raise
         finally:
-            if info_w is not None:
-                os.close(info_w)
+            for _, w in pipes:
+                os.close(w)
         self._proc = proc
         kept = {"stdout": bytearray(), "stderr": bytearray()}
         counts = {"stdout": 0, "stderr": 0}
@@ -337,19 +385,13 @@ class ShellSandbox:
             if timed_out:
                 self._kill()
             proc.wait()
-            self._reap()
+            up, info = (_read_all(r) for r, _ in pipes) if pipes else (b"up", b"")
+            if sandboxed:
+                self._reap(ws_key, _child_pid(info))
             proc.stdout.close()  # type: ignore[union-attr]
             proc.stderr.close()  # type: ignore[union-attr]
             self._proc = None
-        started = True
-        if info_r is not None:  # nothing written: the sandbox never came up, so the command never ran
-            os.set_blocking(info_r, False)
-            try:
-                started = bool(os.read(info_r, 4096))
-            except BlockingIOError:
-                started = False
-            finally:
-                os.close(info_r)
+        started = bool(up)  # nothing written: the sandbox never came up, so the command never ran
         rc = proc.returncode
         if timed_out:
             rc = 124
@@ -359,7 +401,8 @@ class ShellSandbox:
             command, kept["stdout"].decode("utf-8", "replace"), kept["stderr"].decode("utf-8", "replace"), rc,
             counts["stdout"], counts["stderr"], timed_out, lim,
         )  # fmt: skip
-        return result, started or timed_out
+        # a timeout or a kill (close() from another thread) is an outcome, not a failure to start
+        return result, started or timed_out or proc.returncode < 0
 
     # -- internals ---------------------------------------------------------------------------------
     def _kill(self) -> None:
@@ -372,14 +415,13 @@ class ShellSandbox:
             proc.wait()
         self._proc = None
 
-    def _reap(self) -> None:
-        """Wait until the sandbox is gone. bwrap's outer process can exit a moment before the namespace's pid 1
-        (a fork of it, with the same command line, so it names our workspace), whose exit takes every
-        sandboxed process with it. Kill and wait for any such straggler, so no process of the command
-        outlives `run`."""
-        if self._bwrap is None or self.workspace is None:
-            return
-        key = os.fsencode(str(self.workspace))
+    @staticmethod
+    def _reap(key: bytes, pid1: int | None) -> None:
+        """Wait until the sandbox is gone. bwrap's outer process can exit a moment before the namespace's
+        pid 1 (``pid1``, from bwrap's info), whose exit kills and waits for every sandboxed process: a pid 1
+        still running, or still exiting, means some of them may be alive. Wait until it is gone or a zombie
+        (its namespace is empty by then), and kill any bwrap process still naming the workspace (``key``)
+        in its command line, so no process of the command outlives `run`."""
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline:
             pids = []
@@ -389,12 +431,12 @@ class ShellSandbox:
                         pids.append(int(d))
                 except OSError:  # gone meanwhile
                     pass
-            if not pids:
-                return
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
-            time.sleep(0.01)
+            if not pids and not _running(pid1):
+                return
+            time.sleep(0.005)
 
     def _chown_tree(self, uid: int) -> None:
         assert self.workspace is not None
