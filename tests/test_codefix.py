@@ -294,3 +294,13 @@ def test_train_from_records_saves_the_tokenizer_and_evaluates_through_the_sandbo
                 progress=False,
             )
         )
+
+
+def test_eval_reads_the_trained_size_from_the_stored_trajectories(tmp_path):
+    from toolssm.tasks.codefix.run import _trained_size
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"info": {"codefix": {"n": n}}, "messages": []}) + "\n" for n in (4, 12, 9)))
+    assert _trained_size({"data": str(data), "train_size": 5}, 16) == 12  # train_size is unused with data
+    assert _trained_size({"data": str(tmp_path / "gone.jsonl"), "train_size": 5}, 16) == 5
+    assert _trained_size({}, 16) == 16

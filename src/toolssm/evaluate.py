@@ -232,7 +232,8 @@ def format_comparison(curves: dict[str, Sequence[LengthResult]], *, train_size: 
 
 
 def plot_curves(
-    curves: dict[str, Sequence[LengthResult]], path: str | Path, *, train_size: int, title: str = ""
+    curves: dict[str, Sequence[LengthResult]], path: str | Path, *, train_size: int, title: str = "",
+    ylabel: str = "answer exact match",
 ) -> Path:
     """Accuracy against size on a log x-axis: one solid line per curve (answer exact match), and a dashed one
     for its trajectory exact match only where that differs somewhere (else it would hide under the solid
@@ -242,6 +243,7 @@ def plot_curves(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     many = len(curves) > 3
     fig, ax = plt.subplots(figsize=(8.4 if many else 6.4, 4.2), dpi=120)
@@ -262,9 +264,12 @@ def plot_curves(
     ax.set_xscale("log")
     sizes = [r.size for res in curves.values() for r in res] + [train_size]
     ax.set_xlim(min(sizes) / 1.5, max(sizes) * 1.5)
+    ax.set_xticks(sorted(set(sizes)))  # the measured sizes, written out (no 3x10^0 clutter on short ranges)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("problem size (log scale)")
-    ax.set_ylabel("answer exact match" + (" (dashed: trajectory EM)" if hidden < len(curves) else ""))
+    ax.set_ylabel(ylabel + (" (dashed: trajectory EM)" if hidden < len(curves) else ""))
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     if many:

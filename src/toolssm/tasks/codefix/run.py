@@ -138,6 +138,17 @@ def run_collect(cfg: Collect) -> None:
     print(f"tokenizer -> {out / 'tokenizer.json'}")
 
 
+def _trained_size(train_cfg: dict, default: int) -> int:
+    """The largest codebase the checkpoint trained on: the largest ``n`` in its stored trajectories when
+    they are at hand (``train_size`` plays no part in training from data), else the config's ``train_size``."""
+    data = train_cfg.get("data")
+    if data and Path(data).exists():
+        sizes = [r.get("info", {}).get("codefix", {}).get("n") for r in read_records(data)]
+        if sizes := [n for n in sizes if isinstance(n, int)]:
+            return max(sizes)
+    return int(train_cfg.get("train_size", default))
+
+
 def run_eval(cfg: Eval) -> None:
     torch.set_num_threads(1)
     curves: dict[str, list[LengthResult]] = {}
@@ -146,7 +157,7 @@ def run_eval(cfg: Eval) -> None:
         loaded = load_checkpoint(path)
         task = get_task(loaded.task)
         task.load_assets(loaded.path)
-        train_size = int(loaded.config.get("train", {}).get("train_size", train_size))
+        train_size = _trained_size(loaded.config.get("train", {}), train_size)
         label = cfg.labels[i] if i < len(cfg.labels) else f"{loaded.arch} {loaded.task}"
         print(f"{label} ({path})")
         res = evaluate_codefix(
@@ -172,6 +183,7 @@ def run_eval(cfg: Eval) -> None:
         out / "pass_rate.png",
         train_size=train_size,
         title="code fixing: pass rate vs functions",
+        ylabel="pass rate",
     )
     print(table)
     print(f"wrote {out / 'table.md'} and {out / 'pass_rate.png'}")
