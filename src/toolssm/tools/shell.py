@@ -120,7 +120,7 @@ class ShellResult:
 
 
 def _read_all(fd: int) -> bytes:
-    """What is in a pipe whose writers are gone (or b"" if a writer still holds it open); closes ``fd``."""
+    """What a pipe holds now, without waiting for writers that still have it open; closes ``fd``."""
     os.set_blocking(fd, False)
     chunks = []
     try:
