@@ -7,6 +7,7 @@ from toolssm.tasks import get_task
 from toolssm.tasks.hanoi import (
     HanoiProblem,
     HanoiVerdict,
+    cycle_of,
     disk,
     local_state_tokens,
     optimal_moves,
@@ -32,6 +33,21 @@ def test_expert_replay_reproduces_every_observation_and_an_optimal_solution(name
     assert v.n_moves == 2**n - 1 and v.partial == 1.0
     assert len(traj) <= task.token_budget(problem) / 2
     assert len(task.vocab().ids(traj.tokens)) == len(traj)  # every token has an id
+
+
+@pytest.mark.parametrize("src, dst", [(x, y) for x in "ABC" for y in "ABC" if x != y])
+@pytest.mark.parametrize("n", [1, 4, 9, 12])
+def test_expert_moves_the_pile_between_any_two_rods(src, dst, n):
+    task = get_task("hanoi")
+    problem = task.random_problem(random.Random(n), n, src, dst)
+    traj = task.demonstrate(problem)
+    assert task.replay(problem, traj).trajectory.tokens == traj.tokens
+    v = task.verify(problem, traj.output())
+    assert v.correct and v.n_moves == 2**n - 1, v
+    assert f"from {src} to {dst}" in v.expected
+    # the same moves do not solve the paper's problem unless the rods are the paper's
+    v_paper = task.verify(HanoiProblem(problem.disks), traj.output())
+    assert v_paper.correct == ((src, dst) == ("A", "C"))
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -131,15 +147,28 @@ def test_verifier_checks_every_written_state(name):
 
 def test_parse_and_sizes():
     task = get_task("hanoi")
-    assert task.parse("(7)(5)(2)") == task.parse(" 7 5 2 ") == P3
-    assert task.format(P3) == "(7)(5)(2)"
-    for bad in ["", "(2)(5)", "(7)(7)", "(101)", "(0)", "abc", "(7)(5)x"]:
+    assert task.parse("(7)(5)(2)") == task.parse(" 7 5 2 ") == task.parse("(7)(5)(2) A C") == P3
+    assert task.format(P3) == "(7)(5)(2) A C"
+    assert task.parse(task.format(HanoiProblem((9, 4), "B", "A"))) == HanoiProblem((9, 4), "B", "A")
+    assert task.input_tokens(HanoiProblem((9, 4), "B", "A")) == ["(9)", "(4)", "B", "A"]
+    for bad in ["", "(2)(5)", "(7)(7)", "(101)", "(0)", "abc", "(7)(5)x", "(7)(5) A A", "A C", "(7) A C B"]:
         with pytest.raises(ValueError):
             task.parse(bad)
+    for name in ["hanoi-paper", "hanoi-recursive"]:  # the paper's variants always go from A to C
+        assert get_task(name).format(P3) == "(7)(5)(2)"
+        with pytest.raises(ValueError, match="always moves the pile from A to C"):
+            get_task(name).parse("(7)(5)(2) B A")
     rng = random.Random(0)
     p = task.sample_eval(rng, "12")
     assert len(p.disks) == 12 and list(p.disks) == sorted(set(p.disks), reverse=True) and 1 <= min(p.disks)
     assert {len(task.sample(rng, 8).disks) for _ in range(500)} == set(range(1, 9))
+    # training relabels the rods (all six ordered pairs); evaluation is the paper's problem, A to C
+    assert {(p.src, p.dst) for p in (task.sample(rng, 8) for _ in range(300))} == {
+        (x, y) for x in "ABC" for y in "ABC" if x != y
+    }
+    assert {(p.src, p.dst) for p in (task.sample_eval(rng, "4") for _ in range(50))} == {("A", "C")}
+    fixed = get_task("hanoi-fixed")
+    assert {(p.src, p.dst) for p in (fixed.sample(rng, 8) for _ in range(100))} == {("A", "C")}
     for bad in ["0", "101", "x"]:
         with pytest.raises(ValueError):
             task.parse_spec(bad)
@@ -167,10 +196,16 @@ def test_recursive_trajectory_builds_every_smaller_list_as_thoughts_and_outputs_
     assert " ".join(traj.output()).endswith("(7) A C $ (2) B A $ (5) B C $ (2) A C $ #")
 
 
-def _min_k(task, sizes, per, ks):
+def _min_k(task, sizes, per, ks, relabel=False):
     """The smallest k in ks such that the next generated token is a function of the last k tokens."""
     rng = random.Random(0)
-    trajs = [task.demonstrate(task.sample_eval(rng, str(n))) for n in sizes for _ in range(per)]
+
+    def problem(n):
+        if relabel:
+            return task.random_problem(rng, n, *rng.sample("ABC", 2))
+        return task.sample_eval(rng, str(n))
+
+    trajs = [task.demonstrate(problem(n)) for n in sizes for _ in range(per)]
     for k in ks:
         table: dict = {}
         if all(
@@ -188,5 +223,29 @@ def test_local_policies_next_token_is_a_function_of_the_last_few_tokens_at_every
     number of disks; the paper's one-pointer scheme needs a window that grows with the state."""
     assert _min_k(get_task("hanoi"), [1, 2, 3, 4, 5, 6, 7, 8, 9], 3, [10]) == 10
     assert _min_k(get_task("hanoi"), [2, 3, 4, 5, 6], 4, [9]) is None
+    assert _min_k(get_task("hanoi"), [1, 2, 3, 4, 5, 6, 7, 8], 4, [10], relabel=True) == 10
     assert _min_k(get_task("hanoi-recursive"), [1, 2, 3, 5, 8, 9], 3, [5]) == 5
     assert _min_k(get_task("hanoi-paper"), [3, 4, 5, 6, 7], 3, [10, 20, 30]) is None
+
+
+def _other_moves(n, src, dst):
+    """Every move of the optimal solution that is not the smallest disk's, as (cycle header, rank of the
+    moved disk, from, to): what the iterative state shows when the copy has to change a rod."""
+    disks = tuple(range(n, 0, -1))  # rank = size here
+    header = cycle_of(n, src, dst)
+    return {(header, d, x, y) for d, x, y in optimal_moves(disks, src, dst) if d != 1}
+
+
+def test_rod_relabelling_shows_every_move_a_larger_problem_makes_with_the_disks_it_was_trained_on():
+    """Why ``hanoi`` trains on random rods (docs/tasks/hanoi.md). Trained on A to C only, a 6-disk problem
+    makes moves (header, rank, from, to) that no problem of <= 5 disks makes, such as ('+', 3, 'C', 'A'),
+    the exact decision at which the LSTM trained on <= 5 disks failed. With the six rod pairs in training,
+    every move of the first 5 ranks at 6..12 disks was made in training."""
+    pairs = [(x, y) for x in "ABC" for y in "ABC" if x != y]
+    fixed = set().union(*(_other_moves(n, "A", "C") for n in range(1, 6)))
+    relabelled = set().union(*(_other_moves(n, x, y) for n in range(1, 6) for x, y in pairs))
+    for n in range(6, 13):
+        seen = {m for m in _other_moves(n, "A", "C") if m[1] <= 5}
+        assert seen <= relabelled
+        assert not seen <= fixed
+    assert ("+", 3, "C", "A") in _other_moves(6, "A", "C") - fixed

@@ -87,6 +87,13 @@ def third(x: str, y: str) -> str:
     return ({"A", "B", "C"} - {x, y}).pop()
 
 
+def cycle_of(n: int, src: str, dst: str) -> str:
+    """Which way the smallest of n disks cycles (``+`` A->B->C->A, ``-`` A->C->B->A) moving src to dst:
+    it goes first to dst when n is odd and to the third rod when n is even."""
+    first = dst if n % 2 else third(src, dst)
+    return "+" if _NEXT["+"][src] == first else "-"
+
+
 def flip(header: str) -> str:
     return header[0] + ("o" if header[1] == "s" else "s")
 
@@ -94,12 +101,14 @@ def flip(header: str) -> str:
 @dataclass(frozen=True)
 class HanoiProblem:
     disks: tuple[int, ...]  # bottom to top: strictly decreasing sizes
+    src: str = "A"  # the rod the pile starts on
+    dst: str = "C"  # the rod it must end on (``hanoi`` trains on all six (src, dst); the paper's is A, C)
 
 
-def optimal_moves(disks: Sequence[int]) -> list[Move]:
-    """The unique shortest solution moving the pile from A to C (iterative, no recursion limit)."""
+def optimal_moves(disks: Sequence[int], src: str = "A", dst: str = "C") -> list[Move]:
+    """The unique shortest solution moving the pile from src to dst (iterative, no recursion limit)."""
     out: list[Move] = []
-    stack: list[tuple[int, str, str, str, bool]] = [(len(disks), "A", "C", "B", False)]
+    stack: list[tuple[int, str, str, str, bool]] = [(len(disks), src, dst, third(src, dst), False)]
     while stack:
         k, src, dst, via, expanded = stack.pop()
         if k == 0:
@@ -154,17 +163,23 @@ class _Hanoi(Task):
 
     variant: str  # "local", "paper", "recursive"
     n_pointers: int
+    named_rods = False  # the input names the source and target rods after the disks: ``(7)(5)(2) A C``
+    relabel = False  # training problems move the pile between two random rods (named_rods only)
 
     def make_tool(self) -> PointerMemory:
         return PointerMemory(n_pointers=self.n_pointers)
 
     # -- problems -----------------------------------------------------------------------------------
     @staticmethod
-    def random_problem(rng: random.Random, n: int) -> HanoiProblem:
-        return HanoiProblem(tuple(sorted(rng.sample(range(1, MAX_DISK + 1), n), reverse=True)))
+    def random_problem(rng: random.Random, n: int, src: str = "A", dst: str = "C") -> HanoiProblem:
+        return HanoiProblem(tuple(sorted(rng.sample(range(1, MAX_DISK + 1), n), reverse=True)), src, dst)
 
     def sample(self, rng: random.Random, max_size: int) -> HanoiProblem:
-        return self.random_problem(rng, rng.randint(1, max(1, min(max_size, MAX_DISK))))
+        n = rng.randint(1, max(1, min(max_size, MAX_DISK)))
+        if self.relabel:
+            src, dst = rng.sample(RODS, 2)
+            return self.random_problem(rng, n, src, dst)
+        return self.random_problem(rng, n)
 
     def parse_spec(self, spec: str) -> int:
         n = super().parse_spec(spec)
@@ -173,11 +188,20 @@ class _Hanoi(Task):
         return n
 
     def sample_eval(self, rng: random.Random, spec: str) -> HanoiProblem:
+        """The paper's problem at that size: the pile goes from A to C."""
         return self.random_problem(rng, self.parse_spec(spec))
 
     def parse(self, text: str) -> HanoiProblem:
-        """``(7)(5)(2)`` (or ``7 5 2``): distinct sizes in 1..100, bottom (largest) to top."""
+        """``(7)(5)(2)`` (or ``7 5 2``): distinct sizes in 1..100, bottom (largest) to top, moved from A to C;
+        with named rods (``hanoi``), optionally followed by the source and target rods: ``(7)(5)(2) B A``."""
         t = text.strip()
+        src, dst = "A", "C"
+        if m := re.fullmatch(r"(.*?)\s*\b([ABC])\s*([ABC])", t, flags=re.S):
+            if not self.named_rods:
+                raise ValueError(f"bad Hanoi problem {text!r}: task {self.name} always moves the pile from A to C")
+            t, src, dst = m.group(1), m.group(2), m.group(3)
+            if src == dst:
+                raise ValueError(f"bad Hanoi problem {text!r}: the source and target rods must differ")
         if re.fullmatch(r"(\s*\(\s*\d+\s*\)\s*)+", t):
             sizes = [int(x) for x in re.findall(r"\d+", t)]
         elif re.fullmatch(r"\d+([\s,]+\d+)*", t):
@@ -188,10 +212,15 @@ class _Hanoi(Task):
             raise ValueError(f"bad Hanoi problem {text!r}: disk sizes must be in 1..{MAX_DISK}")
         if any(a <= b for a, b in zip(sizes, sizes[1:])):
             raise ValueError(f"bad Hanoi problem {text!r}: sizes must be distinct and decrease bottom to top")
-        return HanoiProblem(tuple(sizes))
+        return HanoiProblem(tuple(sizes), src, dst)
 
     def input_tokens(self, problem: HanoiProblem) -> list[str]:
-        return [disk(d) for d in problem.disks]
+        rods = [problem.src, problem.dst] if self.named_rods else []
+        return [disk(d) for d in problem.disks] + rods
+
+    def format(self, problem: HanoiProblem) -> str:
+        rods = f" {problem.src} {problem.dst}" if self.named_rods else ""
+        return "".join(disk(d) for d in problem.disks) + rods
 
     def size(self, problem: HanoiProblem) -> int:
         return len(problem.disks)
@@ -232,10 +261,12 @@ class _Hanoi(Task):
         n = len(problem.disks)
         n_opt = 2**n - 1
         moves, states, well_formed = self._parse_output(output)
-        rods: dict[str, list[int]] = {"A": list(problem.disks), "B": [], "C": []}
+        src, dst = problem.src, problem.dst
+        rods: dict[str, list[int]] = {r: [] for r in RODS}
+        rods[src] = list(problem.disks)
         first_illegal: int | None = None
         states_ok = True
-        direction = "+" if n % 2 == 0 else "-"
+        direction = cycle_of(n, src, dst)
         for k, (d, x, y) in enumerate(moves):
             if x == y or not rods[x] or rods[x][-1] != d or (rods[y] and rods[y][-1] < d):
                 first_illegal = k
@@ -248,16 +279,16 @@ class _Hanoi(Task):
             elif self.variant == "paper":
                 states_ok &= st == paper_state_tokens(rods)
         legal = first_illegal is None
-        solved = legal and len(rods["C"]) == n
+        solved = legal and len(rods[dst]) == n
         optimal = solved and len(moves) == n_opt
-        opt = optimal_moves(problem.disks)
+        opt = optimal_moves(problem.disks, src, dst)
         prefix = 0
         for a, b in zip(moves, opt):
             if a != b:
                 break
             prefix += 1
         correct = well_formed and states_ok and optimal
-        expected = f"{n_opt} legal moves taking {n} disks from A to C"
+        expected = f"{n_opt} legal moves taking {n} disks from {src} to {dst}"
         if not legal:
             d, x, y = moves[first_illegal]  # type: ignore[index]
             got = f"illegal move {first_illegal + 1} of {len(moves)}: {disk(d)}{x}{y}$"  # type: ignore[operator]
@@ -283,25 +314,31 @@ class Hanoi(_Hanoi):
     name = "hanoi"
     variant = "local"
     n_pointers = 2
+    named_rods = True
+    relabel = True
     symbols = (*DISKS, *RODS, MOVE_END, STATE_END, *HEADERS)
 
     def expert(self, problem: HanoiProblem, episode: Episode) -> None:
         p1, p2 = _pointers(2)
         act = episode.act
-        # prologue 1: walk rod A from its base, writing each disk's first destination C, B, C, B, ...
+        # prologue 1: walk the pile from its base, writing each disk's first destination in the frame of
+        # the paper's problem (C for the target, B for the spare): C, B, C, B, ...
         act(p1("init"))
         last = "B"
-        while act(p1("read"))[0] in _DISK_SET:
+        while (src := act(p1("read"))[0]) in _DISK_SET:
             last = "C" if last == "B" else "B"
             act(last)
             act(p1("right"))
-        # the walk ends on the first letter written (memory is the input then the thoughts); the last
-        # letter is the smallest disk's first destination, hence its cycle
-        act(("-" if last == "C" else "+") + "s")
-        # prologue 2: the start state, smallest disk first, walking back down rod A
-        act(p1("left"))
+        # the walk ends on the source rod named after the disks; the target follows it. The last letter
+        # is the smallest disk's first destination (C: the target, B: the spare), hence its cycle
+        act(p1("right"))
+        dst = act(p1("read"))[0]
+        first = dst if last == "C" else third(src, dst)
+        act(("+" if _NEXT["+"][src] == first else "-") + "s")
+        # prologue 2: the start state, smallest disk first, walking back down the pile
+        act(p1("left"), p1("left"))
         while (t := act(p1("read"))[0]) in _DISK_SET:
-            act(t, "A")
+            act(t, src)
             act(p1("left"))
         act(STATE_END, ANS)
         # prologue 3: both pointers onto the start state's header
@@ -358,6 +395,14 @@ class Hanoi(_Hanoi):
                     break
             # 4. skip the move just written, to the new state's header
             header = skip()
+
+
+@register
+class HanoiFixed(Hanoi):
+    """``hanoi`` trained on the paper's problem only (A to C): the control for rod relabelling."""
+
+    name = "hanoi-fixed"
+    relabel = False
 
 
 @register
