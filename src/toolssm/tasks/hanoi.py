@@ -87,11 +87,15 @@ def third(x: str, y: str) -> str:
     return ({"A", "B", "C"} - {x, y}).pop()
 
 
-def cycle_of(n: int, src: str, dst: str) -> str:
-    """Which way the smallest of n disks cycles (``+`` A->B->C->A, ``-`` A->C->B->A) moving src to dst:
-    it goes first to dst when n is odd and to the third rod when n is even."""
-    first = dst if n % 2 else third(src, dst)
+def cycle_from(src: str, first: str) -> str:
+    """Which way the smallest disk cycles (``+`` A->B->C->A, ``-`` A->C->B->A) if its first move is src->first."""
     return "+" if _NEXT["+"][src] == first else "-"
+
+
+def cycle_of(n: int, src: str, dst: str) -> str:
+    """The smallest of n disks' cycle moving the pile src to dst: it goes first to dst when n is odd and to
+    the third rod when n is even."""
+    return cycle_from(src, dst if n % 2 else third(src, dst))
 
 
 def flip(header: str) -> str:
@@ -176,10 +180,8 @@ class _Hanoi(Task):
 
     def sample(self, rng: random.Random, max_size: int) -> HanoiProblem:
         n = rng.randint(1, max(1, min(max_size, MAX_DISK)))
-        if self.relabel:
-            src, dst = rng.sample(RODS, 2)
-            return self.random_problem(rng, n, src, dst)
-        return self.random_problem(rng, n)
+        src, dst = rng.sample(RODS, 2) if self.relabel else ("A", "C")
+        return self.random_problem(rng, n, src, dst)
 
     def parse_spec(self, spec: str) -> int:
         n = super().parse_spec(spec)
@@ -333,8 +335,7 @@ class Hanoi(_Hanoi):
         # is the smallest disk's first destination (C: the target, B: the spare), hence its cycle
         act(p1("right"))
         dst = act(p1("read"))[0]
-        first = dst if last == "C" else third(src, dst)
-        act(("+" if _NEXT["+"][src] == first else "-") + "s")
+        act(cycle_from(src, dst if last == "C" else third(src, dst)) + "s")
         # prologue 2: the start state, smallest disk first, walking back down the pile
         act(p1("left"), p1("left"))
         while (t := act(p1("read"))[0]) in _DISK_SET:
