@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from conftest import skip_if_transformers_binds_gpu_kernels
 
 from toolssm.checkpoint import load_checkpoint, save_checkpoint
 from toolssm.models.hf import load_hf
@@ -46,7 +47,7 @@ def jitter(model):
     with torch.no_grad():
         for p in model.parameters():  # a tied matrix is one parameter: it stays tied
             p.add_(0.1 * torch.randn_like(p))
-    return model.eval()
+    return skip_if_transformers_binds_gpu_kernels(model.eval())
 
 
 def compare(hf, folder):

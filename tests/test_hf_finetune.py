@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 import torch
+from conftest import skip_if_transformers_binds_gpu_kernels
 from safetensors.torch import load_file
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
@@ -81,7 +82,7 @@ def jitter(model):
     with torch.no_grad():
         for p in model.parameters():  # a tied matrix is one parameter: it stays tied
             p.add_(0.1 * torch.randn_like(p))
-    return model.eval()
+    return skip_if_transformers_binds_gpu_kernels(model.eval())
 
 
 def hf_model(kind: str, vocab_size: int, tied: bool):

@@ -56,7 +56,9 @@ The adapters below were written against these signatures (mamba-ssm 2.x, causal-
 
 Our q is already l2-normalized and scaled, so fla gets scale=1.0; our dt is already softplus'd (and clamped), so the
 mamba_ssm kernels get no dt_bias and dt_softplus=False; our D skip is added by the models (Mamba-2) or passed (Mamba-1).
-Kernels that update a state in place get a copy: a model's state is a value the rollout may keep.
+Kernels that update a state in place get a copy: a model's state is a value the rollout may keep. mamba-ssm 2.3.2's
+selective_state_update fails at its Triton launch when dt_bias or D is None (seen on an H200), so the step adapters
+pass zeros for them, which changes nothing.
 """
 
 from __future__ import annotations
@@ -238,7 +240,8 @@ def cuda_selective_step(
     if not _no_grad(x, dt, A, B, C, D, h):
         return None
     state = x.new_zeros(*x.shape, A.shape[-1]) if h is None else h.contiguous().clone()  # (B, Di, N), updated in place
-    return kernel("selective_step")(state, x, dt, A, B, C, D), state
+    no_bias = dt.new_zeros(dt.shape[-1])  # (Di,): mamba-ssm 2.3's Triton launch fails on dt_bias=None
+    return kernel("selective_step")(state, x, dt, A, B, C, D, dt_bias=no_bias), state
 
 
 def cuda_ssd(
@@ -266,7 +269,8 @@ def cuda_ssd_step(
     state = x.new_zeros(Bsz, H, P, N) if h is None else h.contiguous().clone()  # updated in place
     dt_hp = dt[..., None].expand(Bsz, H, P)  # (B, H, P): one step size per head, as mamba_ssm's Mamba2.step
     A_hpn = A[:, None, None].expand(H, P, N)  # (H, P, N)
-    return kernel("ssd_step")(state, x, dt_hp, A_hpn, B, C), state
+    zero = x.new_zeros(H, 1).expand(H, P)  # (H, P): no D skip (the model adds it), no dt bias; None fails in 2.3
+    return kernel("ssd_step")(state, x, dt_hp, A_hpn, B, C, zero, dt_bias=zero), state
 
 
 def cuda_gated_delta(
