@@ -45,7 +45,7 @@ from toolssm.checkpoint import (
     save_checkpoint,
     task_format,
 )
-from toolssm.models import ModelConfig, SequenceModel, build_model, n_params, resolve
+from toolssm.models import ModelConfig, SequenceModel, build_model, n_params, resolve, set_grad_checkpoint
 from toolssm.models.hf import load_hf_remapped, read_hf_config
 from toolssm.protocol import PAD, Trajectory, Vocab
 from toolssm.tasks import Task, get_task
@@ -90,6 +90,9 @@ class TrainConfig:
     """auto (cuda when present), cpu or cuda"""
     threads: int = 0
     """torch CPU threads (0: torch's default)"""
+    grad_checkpoint: bool = False
+    """activation checkpointing: recompute each layer's activations in the backward instead of keeping them
+    (memory of one layer's activations, not all; ~1/3 more compute; not for lstm/gru)"""
     progress: bool = True
 
     def validate(self) -> None:
@@ -283,6 +286,7 @@ def fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
         model = model.to(device)
     else:
         model = build_model(arch, len(vocab), model_kwargs).to(device)
+    set_grad_checkpoint(model, cfg.grad_checkpoint)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     start = 0
     if resuming:

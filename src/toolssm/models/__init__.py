@@ -11,6 +11,7 @@ from toolssm.models.base import (
     n_params,
     resolve,
     select_state,
+    set_grad_checkpoint,
 )
 
 __all__ = [
@@ -23,4 +24,5 @@ __all__ = [
     "n_params",
     "resolve",
     "select_state",
+    "set_grad_checkpoint",
 ]

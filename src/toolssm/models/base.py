@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Annotated, Any
 
 import torch
+import torch.utils.checkpoint
 import tyro
 from torch import Tensor, nn
 
@@ -25,6 +26,19 @@ State = tuple[Tensor, ...]
 
 
 class SequenceModel(nn.Module):
+    layered = False
+    """whether forward runs a stack of layers through `call_layer`, so that activation checkpointing applies"""
+    grad_checkpoint = False
+    """recompute each layer's activations in the backward instead of keeping them (`set_grad_checkpoint`)"""
+
+    def call_layer(self, layer: nn.Module, *args: Any) -> Any:
+        """layer(*args). With grad_checkpoint on and a gradient wanted, only the layer's inputs are kept and its
+        activations are recomputed in the backward: activation memory of one layer instead of all of them, for
+        about one more forward's compute. Results and gradients are unchanged."""
+        if self.grad_checkpoint and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(layer, *args, use_reentrant=False)
+        return layer(*args)
+
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:  # pragma: no cover
         raise NotImplementedError
 
@@ -37,6 +51,15 @@ class SequenceModel(nn.Module):
     def fixed_state(self) -> bool:
         """True for a GSSM: the state does not grow with the context."""
         return True
+
+
+def set_grad_checkpoint(model: SequenceModel, on: bool) -> SequenceModel:
+    """Turn activation checkpointing on or off for model's layers; a one-line error for a model whose layers run
+    in one call (LSTM, GRU: cuDNN runs the whole stack). Not a hyperparameter: checkpoints do not record it."""
+    if on and not model.layered:
+        raise ValueError(f"{type(model).__name__} has no layer stack to checkpoint (its layers run in one call)")
+    model.grad_checkpoint = on
+    return model
 
 
 def select_state(state: State | None, index: Tensor) -> State | None:

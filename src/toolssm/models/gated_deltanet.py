@@ -281,6 +281,8 @@ class Block(nn.Module):
 
 @register("gated_deltanet", PRESETS)
 class GatedDeltaNet(SequenceModel):
+    layered = True  # forward runs its layers through call_layer
+
     def __init__(
         self,
         vocab_size: int,
@@ -323,7 +325,7 @@ class GatedDeltaNet(SequenceModel):
         x = self.embeddings(tokens)  # (B, T, d_model)
         convs, hs = [], []
         for i, layer in enumerate(self.layers):
-            x, conv, h = layer(x, *self._split(state, i))  # (B, T, d_model), (B, Dc, K-1), (B, H, K, V)
+            x, conv, h = self.call_layer(layer, x, *self._split(state, i))  # (B, T, d_model), (B, Dc, K-1), ...
             convs.append(conv)
             hs.append(h)
         logits = self.lm_head(self.norm(x))  # (B, T, V)

@@ -64,6 +64,8 @@ class AttentionLayer(nn.Module):
 
 @register("hybrid", PRESETS)
 class Hybrid(SequenceModel):
+    layered = True  # forward runs its layers through call_layer
+
     def __init__(
         self,
         vocab_size: int,
@@ -129,9 +131,8 @@ class Hybrid(SequenceModel):
         for layer, is_attn in zip(self.layers, self.is_attn, strict=True):
             if is_attn:
                 a = len(ks)
-                x, k, v = layer(
-                    x, rope, None if ck is None else ck[:, a], None if cv is None else cv[:, a], mask, grown
-                )  # fmt: skip
+                k_in, v_in = (None, None) if ck is None else (ck[:, a], cv[:, a])
+                x, k, v = self.call_layer(layer, x, rope, k_in, v_in, mask, grown)
                 ks.append(k)  # (B, H, C+T, Dh)
                 vs.append(v)
                 continue
@@ -141,7 +142,7 @@ class Hybrid(SequenceModel):
                 y, c, h = layer.step(x[:, 0], c, h)  # (B, D)
                 x = y[:, None]  # (B, 1, D)
             else:
-                x, c, h = layer(x, c, h)  # (B, T, D)
+                x, c, h = self.call_layer(layer, x, c, h)  # (B, T, D)
             convs.append(c)
             hs.append(h)
         new = (

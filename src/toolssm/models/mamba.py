@@ -325,6 +325,8 @@ class ResidualBlock(nn.Module):
 
 @register("mamba", PRESETS)
 class Mamba(SequenceModel):
+    layered = True  # forward runs its layers through call_layer
+
     def __init__(
         self,
         vocab_size: int,
@@ -371,7 +373,7 @@ class Mamba(SequenceModel):
         x = self.embed(tokens)  # (B, T, d_model)
         convs, hs = [], []
         for i, layer in enumerate(self.layers):
-            x, conv, h = layer(x, *self._split(state, i))  # (B, T, d_model), (B, Di, K-1), (B, Di, N)
+            x, conv, h = self.call_layer(layer, x, *self._split(state, i))  # (B, T, d_model), (B, Di, K-1), (B, Di, N)
             convs.append(conv)
             hs.append(h)
         logits = self._logits(x)  # (B, T, V)

@@ -355,6 +355,8 @@ class Block(nn.Module):
 
 @register("mamba2", PRESETS)
 class Mamba2(SequenceModel):
+    layered = True  # forward runs its layers through call_layer
+
     def __init__(
         self,
         vocab_size: int,
@@ -409,7 +411,7 @@ class Mamba2(SequenceModel):
         x = self.embed(tokens)  # (B, T, d_model)
         convs, hs = [], []
         for i, layer in enumerate(self.layers):
-            x, conv, h = layer(x, *self._split(state, i))  # (B, T, d_model), (B, Dc, K-1), (B, H, P, N)
+            x, conv, h = self.call_layer(layer, x, *self._split(state, i))  # (B, T, d_model), (B, Dc, K-1), ...
             convs.append(conv)
             hs.append(h)
         return self._logits(x), (torch.stack(convs, 1), torch.stack(hs, 1))  # (B, T, V); (B, L, Dc, K-1), ...

@@ -113,6 +113,8 @@ class Layer(nn.Module):
 
 @register("mistral", PRESETS)
 class Mistral(SequenceModel):
+    layered = True  # forward runs its layers through call_layer
+
     def __init__(
         self,
         vocab_size: int,
@@ -163,7 +165,8 @@ class Mistral(SequenceModel):
         keep = None if self.window is None else self.window - 1
         ks, vs = [], []
         for i, layer in enumerate(self.layers):
-            x, k, v = layer(x, rope, None if ck is None else ck[:, i], None if cv is None else cv[:, i], mask)
+            k_in, v_in = (None, None) if ck is None else (ck[:, i], cv[:, i])
+            x, k, v = self.call_layer(layer, x, rope, k_in, v_in, mask)
             ks.append(trim_cache(k, keep))  # (B, Hkv, window-1, Dh), or (B, Hkv, C+T, Dh) for full attention
             vs.append(trim_cache(v, keep))
         logits = self.lm_head(self.norm(x))  # (B, T, V)

@@ -100,6 +100,8 @@ class Layer(nn.Module):
 
 @register("pythia", PRESETS)
 class Pythia(SequenceModel):
+    layered = True  # forward runs its layers through call_layer
+
     def __init__(
         self,
         vocab_size: int,
@@ -154,7 +156,8 @@ class Pythia(SequenceModel):
         ck, cv, grown = decode_cache(ck, cv, T)  # decoding: (B, L, H, C+T, Dh) x2, the last T slots free
         ks, vs = [], []
         for i, layer in enumerate(self.layers):
-            x, k, v = layer(x, rope, None if ck is None else ck[:, i], None if cv is None else cv[:, i], mask, grown)
+            k_in, v_in = (None, None) if ck is None else (ck[:, i], cv[:, i])
+            x, k, v = self.call_layer(layer, x, rope, k_in, v_in, mask, grown)
             ks.append(k)  # (B, H, C+T, Dh)
             vs.append(v)
         x = self.final_layer_norm(x)  # (B, T, D)
