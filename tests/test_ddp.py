@@ -16,7 +16,7 @@ from toolssm.train import TrainConfig, fit
 def tiny_cfg(out, arch):
     return TrainConfig(
         model=ModelConfig(arch=arch, d_model=16, n_layers=1), steps=2, batch_size=4, warmup=1, log_every=1,
-        out=str(out), progress=False, train_size=3, lr=1e-2, threads=1,
+        out=str(out), progress=False, train_size=3, lr=1e-2, threads=1, device="cpu",  # gloo, even beside a GPU
     )  # fmt: skip
 
 
@@ -75,3 +75,14 @@ def test_a_batch_that_does_not_split_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(dist, "get_world_size", lambda: 3)
     with pytest.raises(ValueError, match="split evenly over 3 ranks"):
         fit(tiny_cfg(tmp_path, "lstm"))
+
+
+def test_more_local_ranks_than_gpus_is_refused_in_one_line(monkeypatch):
+    from toolssm import train as train_mod
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(train_mod, "resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"local rank 1 has no GPU of its own \(1 visible\).*--nproc-per-node 1"):
+        train_mod.init_distributed("auto")

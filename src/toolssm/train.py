@@ -239,7 +239,11 @@ def init_distributed(device_name: str) -> tuple[int, int, torch.device | None]:
         return 0, 1, None
     device = resolve_device(device_name)
     if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        local, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+        if local >= gpus:
+            raise ValueError(f"local rank {local} has no GPU of its own ({gpus} visible): start at most {gpus} "
+                             f"processes per node (torchrun --nproc-per-node {gpus}), or train on gloo with --device cpu")
+        device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
