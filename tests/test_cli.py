@@ -45,6 +45,7 @@ def test_bad_input_gives_one_line_and_exit_2(capsys, argv, needle):
 
 def test_bad_sizes_and_problems_against_a_real_checkpoint(capsys, ckpt):
     assert "bad size '-5'" in one_line_error(capsys, ["eval", "--checkpoint", str(ckpt), "--lengths", "-5"])
+    assert "bad size '<=x'" in one_line_error(capsys, ["eval", "--checkpoint", str(ckpt), "--lengths", "3", "<=x"])
     assert "bad addition problem" in one_line_error(capsys, ["solve", "--checkpoint", str(ckpt), "12-3"])
 
 
@@ -62,13 +63,14 @@ def test_corrupt_checkpoint_gives_one_line_and_leaves_the_files_alone(capsys, ck
 
 def test_eval_writes_table_results_and_plot(capsys, ckpt, tmp_path):
     out = tmp_path / "ev"
-    argv = ["eval", "--checkpoint", str(ckpt), "--lengths", "2", "4+1", "--n-problems", "2", "--out", str(out),
+    argv = ["eval", "--checkpoint", str(ckpt), "--lengths", "<=2", "2", "4+1", "--n-problems", "2", "--out", str(out),
             "--no-progress"]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "2→" in printed  # the paper's n→m (p%) notation
+    assert "\n     <=2 | " in printed  # the in-distribution row, drawn as in training
     res = json.loads((out / "results.json").read_text())
-    assert [r["spec"] for r in res["results"]] == ["2", "4+1"]
+    assert [r["spec"] for r in res["results"]] == ["<=2", "2", "4+1"]
     assert all(r["n"] == 2 and 0 <= r["answer_acc"] <= 1 for r in res["results"])
     assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
 

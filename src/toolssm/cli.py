@@ -39,7 +39,8 @@ class EvalConfig:
     checkpoint: str = "runs/demo"
     """checkpoint folder, or the run folder holding it"""
     lengths: tuple[str, ...] = DEFAULT_LENGTHS
-    """sizes to test; for addition N (two N-digit operands) or N1+N2"""
+    """sizes to test; for addition N (two N-digit operands) or N1+N2. Any task: '<=N' (quote it in a shell)
+    draws problems as training did, every size up to N mixed: in-distribution accuracy, left out of n→m"""
     n_problems: int = 20
     """problems per size"""
     batch_size: int = 32
@@ -81,7 +82,7 @@ class DemoConfig(TrainConfig):
     threads: int = 1
     """torch CPU threads for training: 1 makes the run bit-identical to bench/seeds.py's for the same seed"""
     lengths: tuple[str, ...] = DEFAULT_LENGTHS
-    """sizes to test after training"""
+    """sizes to test after training ('<=N', quoted: problems drawn as in training, every size up to N)"""
     n_problems: int = 20
     eval_batch_size: int = 32
     eval_threads: int = 1
@@ -102,8 +103,8 @@ def run_eval(cfg: EvalConfig) -> int:
     task = get_task(loaded.task)
     check_task_format(loaded, task)
     for s in cfg.lengths:
-        task.parse_spec(s)
-    train_size = int(loaded.config.get("train", {}).get("train_size", 0)) or task.parse_spec(cfg.lengths[0])
+        task.spec_size(s)
+    train_size = int(loaded.config.get("train", {}).get("train_size", 0)) or task.spec_size(cfg.lengths[0])
     out = Path(cfg.out) if cfg.out else loaded.path.parent / "eval"
     print(f"evaluating {loaded.arch} on {loaded.task} (trained to size {train_size}, step {loaded.step})")
     results = evaluate(
@@ -173,7 +174,7 @@ def run_demo(cfg: DemoConfig) -> int:
     cfg.validate()
     task = get_task(cfg.task)
     for s in cfg.lengths:
-        task.parse_spec(s)
+        task.spec_size(s)
     train_cfg = TrainConfig(**{f.name: getattr(cfg, f.name) for f in fields(TrainConfig)})
     t0 = time.perf_counter()
     print(f"toolssm demo: train {cfg.model.arch} on {cfg.task} of size <= {cfg.train_size}, "

@@ -26,6 +26,7 @@ from toolssm.models import SequenceModel
 from toolssm.protocol import Trajectory, Vocab
 from toolssm.rollout import rollout
 from toolssm.tasks import Task
+from toolssm.tasks.base import TRAINING_DRAW
 from toolssm.train import collate
 
 
@@ -40,6 +41,12 @@ class LengthResult:
     truncated: int
     tokens_per_problem: float
     seconds: float
+
+    @property
+    def drawn_as_in_training(self) -> bool:
+        """A ``"<=N"`` row: problems of every size up to N, mixed as in training. It is in-distribution
+        accuracy, not a point on the length axis, so the ``n→m`` cell and the plots leave it out."""
+        return self.spec.startswith(TRAINING_DRAW)
 
 
 @torch.no_grad()
@@ -113,9 +120,9 @@ def evaluate_size(
     """Metrics at one size. With a ``pool`` (see `evaluate`'s ``procs``) the batches are scored in its worker
     processes; batches are the same either way, so the counts are identical. ``time_limit`` (seconds, in
     this process only): no new batch starts after it, and the result covers the problems done (``n``)."""
-    size = task.parse_spec(spec)
+    size = task.spec_size(spec)
     rng = random.Random(f"eval:{seed}:{spec}")
-    problems = [task.sample_eval(rng, spec) for _ in range(n_problems)]
+    problems = [task.draw(rng, spec) for _ in range(n_problems)]
     batches = [problems[b : b + batch_size] for b in range(0, n_problems, batch_size)]
     t0 = time.perf_counter()
     if pool is None:
@@ -160,7 +167,7 @@ def evaluate(
     ``n`` says how many problems were done; with ``procs`` > 1 it is ignored).
     """
     for s in specs:  # fail fast on a bad spec, before any work
-        task.parse_spec(s)
+        task.spec_size(s)
     if procs < 1:
         raise ValueError(f"bad procs={procs}: must be positive")
     if procs > 1 and torch.device(device).type != "cpu":
@@ -195,7 +202,7 @@ def evaluate(
 
 def paper_cell(train_size: int, results: Sequence[LengthResult], threshold: float = 0.05) -> str:
     """``n→m (p%)``: m is the largest tested size >= n with answer accuracy >= threshold."""
-    ok = [r for r in results if r.size >= train_size and r.answer_acc >= threshold]
+    ok = [r for r in results if r.size >= train_size and r.answer_acc >= threshold and not r.drawn_as_in_training]
     if not ok:
         return f"{train_size}→– (<{threshold:.0%})"
     best = max(ok, key=lambda r: r.size)
@@ -245,6 +252,7 @@ def plot_curves(
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
+    curves = {k: [r for r in res if not r.drawn_as_in_training] for k, res in curves.items()}
     many = len(curves) > 3
     fig, ax = plt.subplots(figsize=(8.4 if many else 6.4, 4.2), dpi=120)
     markers = "osD^vP*Xh<>p"

@@ -29,14 +29,15 @@ from toolssm.sweep import load_records
 
 
 def curve(rec: dict[str, Any]) -> list[LengthResult]:
-    """A record's results, with each skipped size as a 0% point (n=0)."""
+    """A record's points on the length axis, with each skipped size as a 0% point (n=0); ``"<=N"`` rows
+    (drawn as in training) are not on that axis and are left out."""
     from toolssm.tasks import get_task
 
     res = [LengthResult(**r) for r in rec["results"]]
     if rec.get("skipped"):
         task = get_task(rec["task"])
-        res += [LengthResult(s, task.parse_spec(s), 0, 0.0, 0.0, None, 0, 0.0, 0.0) for s in rec["skipped"]]
-    return res
+        res += [LengthResult(s, task.spec_size(s), 0, 0.0, 0.0, None, 0, 0.0, 0.0) for s in rec["skipped"]]
+    return [r for r in res if not r.drawn_as_in_training]
 
 
 def run_cell(rec: dict[str, Any]) -> str:

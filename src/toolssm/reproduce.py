@@ -283,7 +283,7 @@ def run_reproduce(cfg: ReproduceConfig) -> int:
     for r in runs:  # fail fast: every task, model and size must exist before hours of work
         r.train_config(Path("unused")).validate()
         for s in r.lengths:
-            get_task(r.train["task"]).parse_spec(s)
+            get_task(r.train["task"]).spec_size(s)
     out = Path(cfg.out or f"runs/reproduce/{exp.name}-{cfg.scale}")
     print(f"toolssm reproduce {exp.name} --scale {cfg.scale}: {exp.what}")
     print(f"{len(runs)} runs into {out}" + (f"; {exp.cpu_note}" if cfg.scale == "cpu" and exp.cpu_note else ""))

@@ -21,6 +21,10 @@ from toolssm.protocol import Episode, Role, Trajectory, Vocab
 from toolssm.tools.base import Tool
 
 
+#: an evaluation spec that starts with this, "<=5", means "drawn as in training, sizes up to 5" (`Task.draw`)
+TRAINING_DRAW = "<="
+
+
 @dataclass(frozen=True)
 class Verdict:
     correct: bool
@@ -81,6 +85,24 @@ class Task(ABC):
         if n < 1:
             raise ValueError(f"bad size {spec!r} for task {self.name}: sizes must be positive")
         return n
+
+    def spec_size(self, spec: str) -> int:
+        """The size any evaluation spec stands for: ``parse_spec``'s, or N for ``"<=N"``, which means problems
+        drawn as in training (``sample(rng, N)``: every size up to N, mixed as training mixed them)."""
+        if spec.startswith(TRAINING_DRAW):
+            try:  # a plain N, whatever else the task's own specs allow
+                return self.parse_spec(str(Task.parse_spec(self, spec[len(TRAINING_DRAW) :])))
+            except ValueError as e:
+                why = str(e).split(": ", 1)[-1]
+                raise ValueError(f"bad size {spec!r} for task {self.name}: {TRAINING_DRAW}N (drawn as in training) "
+                                 f"takes one size N; {why}") from None  # fmt: skip
+        return self.parse_spec(spec)
+
+    def draw(self, rng: random.Random, spec: str) -> Any:
+        """A problem for any evaluation spec: ``sample_eval``'s, or for ``"<=N"`` one from ``sample(rng, N)``."""
+        if spec.startswith(TRAINING_DRAW):
+            return self.sample(rng, self.spec_size(spec))
+        return self.sample_eval(rng, spec)
 
     def vocab(self) -> Vocab:
         tool = self.make_tool()
