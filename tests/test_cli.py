@@ -110,7 +110,11 @@ def test_a_checkpoint_from_another_trajectory_layout_is_refused(capsys, ckpt, tm
     assert "retrain it" in one_line_error(capsys, ["solve", "--checkpoint", str(old), "1+2"])
 
 
-@pytest.mark.parametrize("name, spec", [("addition", "5"), ("hanoi", "4"), ("logic-graph", "6"), ("multiplication-x1", "3")])
+@pytest.mark.parametrize(
+    "name, spec",
+    [("addition", "5"), ("hanoi", "4"), ("logic-graph", "6"), ("multiplication-x1", "3"), ("hanoi", "<=4"),
+     ("subtraction", "<=3")],
+)  # fmt: skip
 def test_demo_suggests_a_problem_that_solve_can_parse(name, spec):
     from toolssm.cli import _example
 

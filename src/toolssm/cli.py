@@ -166,7 +166,7 @@ def _example(task, spec: str) -> str:
     """A problem to suggest to `toolssm solve`, shell-quoted: addition's carry chain, else a seeded draw."""
     if task.name == "addition":
         return "99999999999999999999+1"
-    text = task.format(task.sample_eval(random.Random(0), spec)).replace("\n", "; ")
+    text = task.format(task.draw(random.Random(0), spec)).replace("\n", "; ")
     return shlex.quote(text)
 
 
