@@ -25,6 +25,7 @@ from toolssm.checkpoint import CheckpointError, check_task_format, load_checkpoi
 from toolssm.evaluate import evaluate, format_comparison, format_table, plot_curves, save_results
 from toolssm.report import ReportConfig, run_report
 from toolssm.reproduce import ReproduceConfig, run_reproduce
+from toolssm.runtime import keep_freed_memory
 from toolssm.tasks import get_task
 from toolssm.theory.cli import TheoryConfig, run_theory
 from toolssm.train import TrainConfig, resolve_device, train
@@ -315,6 +316,7 @@ def parse(argv: list[str]):
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    keep_freed_memory()  # no page-fault storm from large activations freed every step (toolssm.runtime)
     try:
         cfg, fn = parse(argv)
         return fn(cfg)
