@@ -1,4 +1,5 @@
-"""`keep_freed_memory`: large activations freed every step are reused, not faulted in afresh each time."""
+"""`keep_freed_memory`: large activations freed every step are reused, not faulted in afresh each time.
+`resolve_vector_math`: oneMKL's vector-math functions are called once on one thread before models run."""
 
 import os
 import subprocess
@@ -6,7 +7,9 @@ import sys
 
 import pytest
 
-from toolssm.runtime import keep_freed_memory
+import torch
+
+from toolssm.runtime import VML_FUNCTIONS, keep_freed_memory, resolve_vector_math
 
 PAGES = 5 * (64 << 20) // 4096  # five 64 MiB tensors, 4 KiB pages
 
@@ -49,3 +52,40 @@ def test_an_allocator_chosen_in_the_environment_is_left_alone(monkeypatch, env):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     assert keep_freed_memory() is False
+
+
+# torch's functions replaced by recorders before toolssm is imported: which were called, on what
+RECORD = """
+import threading, torch
+calls = []
+def recorder(name, real):
+    def f(x, *a, **k):
+        calls.append((name, str(x.dtype), x.numel(), threading.get_ident()))
+        return real(x, *a, **k)
+    return f
+for name in {names!r}:
+    setattr(torch, name, recorder(name, getattr(torch, name)))
+import toolssm.models
+print(repr((calls, threading.get_ident())))
+"""
+
+
+@pytest.mark.skipif(not torch.backends.mkl.is_available(), reason="torch built without MKL")
+def test_importing_the_models_calls_each_vector_math_function_on_one_element_of_each_dtype():
+    code = RECORD.format(names=VML_FUNCTIONS)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    calls, main = eval(out.stdout.strip().splitlines()[-1])
+    seen = {(name, dtype) for name, dtype, numel, thread in calls if numel == 1 and thread == main}
+    wanted = {(name, dtype) for name in VML_FUNCTIONS for dtype in ("torch.float32", "torch.float64")}
+    assert wanted <= seen, sorted(wanted - seen)
+    assert {"exp", "log", "sin", "cos", "tanh", "sqrt"} <= set(VML_FUNCTIONS)  # what the models compute with
+
+
+def test_resolve_vector_math_leaves_threads_and_accuracy_alone():
+    """It only calls the functions: it changes no thread setting and the values are torch's."""
+    threads = torch.get_num_threads()
+    ran = resolve_vector_math()
+    assert ran == torch.backends.mkl.is_available()
+    assert torch.get_num_threads() == threads
+    x = torch.linspace(0.1, 0.9, 5000, dtype=torch.float64)
+    torch.testing.assert_close(torch.exp(x.float()).double(), torch.exp(x), atol=0, rtol=1e-7)

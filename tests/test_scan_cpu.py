@@ -179,11 +179,10 @@ def test_importing_toolssm_does_not_import_numba():
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ})
 
 
-@pytest.mark.xfail(strict=False, reason="known, not fixed (session 10): with 2 OpenMP threads (torch's and numba's omp layer "
-                   "in one process) torch's 2-thread reference was 6e-4 off in 3 of 8 runs, and this test fails about "
-                   "1 run in 6; the demo and the benches train on 1 thread, which never starts numba's pool")
 def test_runs_after_torch_used_its_threads():
-    """torch's OpenMP pool first, then the kernel on 2 numba threads (numba's threading layer), in one process."""
+    """torch's OpenMP pool first, then the kernel on 2 numba threads (numba's threading layer), in one process.
+    The reference it is checked against computes exp on 2 threads: before toolssm.models resolved oneMKL's vector
+    math on import (toolssm.runtime), that first exp was wrong by 1e-4 in about 1 run in 17 (bench/vml_race.py)."""
     code = """
 import torch, numba
 from toolssm.models.scan_cpu import selective_scan_cpu

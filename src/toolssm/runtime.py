@@ -1,4 +1,4 @@
-"""Process-wide CPU settings: the memory allocator.
+"""Process-wide CPU settings: the memory allocator, and oneMKL's vector math resolved before threads use it.
 
 glibc serves every allocation above a threshold (dynamic, at most 32 MiB) with its own ``mmap`` and gives it
 back with ``munmap`` when freed; smaller freed memory at the top of the heap is given back too (``trim``).
@@ -12,6 +12,16 @@ process's peak memory stays resident (a few hundred MB more for that run) in exc
 The CLI calls it once at start-up. It does nothing off glibc, or when the environment already chooses
 (``MALLOC_MMAP_MAX_``, ``MALLOC_TRIM_THRESHOLD_``, an ``LD_PRELOAD``ed allocator such as jemalloc), or with
 ``TOOLSSM_MALLOC=system``.
+
+`resolve_vector_math` works around a race in oneMKL 2024.2, the version torch's CPU wheels bundle
+(pytorch/pytorch#188792). ATen computes float32/float64 ``exp``, ``log``, ``sin``, ``tanh``, ``sqrt``, ... with
+oneMKL's vector math (VML), each intra-op thread on its own chunk. oneMKL picks each function's kernel lazily, at
+its first call. When that first call runs on two threads at once, one thread can run a low-accuracy kernel for
+its whole chunk, despite the high accuracy torch asks for. Only that one call is wrong: here a Mamba block's
+``exp`` was off by up to 1.1e-4 on half its elements, the first step in a fresh 2-thread process when the other
+core was busy, in about 1 process in 17 (``bench/vml_race.py``). Calling every such function once, on one
+thread, on one element of each dtype, settles the choice before any thread races for it. ``toolssm.models``
+does it when imported; it takes about 5 ms, once.
 """
 
 from __future__ import annotations
@@ -24,6 +34,13 @@ import sys
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
 _M_MMAP_MAX = -4
 _ENV_CHOICES = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "LD_PRELOAD")
+
+# the torch functions whose float kernels call oneMKL's vector math (ATen's cpu/vml.h), and a few neighbours;
+# calling one that does not is harmless
+VML_FUNCTIONS = (
+    "abs", "acos", "asin", "atan", "cos", "cosh", "erf", "erfc", "erfinv", "exp", "expm1", "log", "log10",
+    "log1p", "log2", "sin", "sinh", "sqrt", "tan", "tanh", "trunc",
+)  # fmt: skip
 
 
 def keep_freed_memory() -> bool:
@@ -40,3 +57,18 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # both return 1 on success; a trim threshold of 2 GiB - 1 (the largest int) keeps every freed page
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+
+
+def resolve_vector_math() -> bool:
+    """Call each of torch's oneMKL vector-math functions once, on this thread, on one float32 and one float64
+    element, so oneMKL has chosen their kernels before two threads first call one at once; True if it ran
+    (torch built with MKL)."""
+    import torch
+
+    if not torch.backends.mkl.is_available():
+        return False
+    for dtype in (torch.float32, torch.float64):
+        x = torch.full((1,), 0.5, dtype=dtype)  # one element: under ATen's grain, so it runs on this thread
+        for name in VML_FUNCTIONS:
+            getattr(torch, name)(x)
+    return True

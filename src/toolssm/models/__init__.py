@@ -13,6 +13,9 @@ from toolssm.models.base import (
     select_state,
     set_grad_checkpoint,
 )
+from toolssm.runtime import resolve_vector_math
+
+resolve_vector_math()  # before any model's ops run on several threads: oneMKL's first-call race (toolssm.runtime)
 
 __all__ = [
     "ModelConfig",

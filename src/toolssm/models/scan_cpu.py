@@ -35,8 +35,11 @@ reference scan (tests/test_scan_cpu.py).
 numba is imported only when the kernel is first used, never when toolssm is imported. Without numba,
 `available()` is False and Mamba uses the PyTorch scan. Threads: each call runs on
 min(torch.get_num_threads(), numba's thread pool) threads (numba's threading layer; here its OpenMP layer,
-which uses the same libgomp as torch, and tests/test_scan_cpu.py runs it after torch's own threads). Compiled kernels are cached on disk (numba's ``cache=True``, in ``__pycache__`` next to this
-file), so only the first use in a fresh install pays the compilation (about 6 s).
+which loads the system's libgomp beside the copy torch bundles: two OpenMP runtimes, two thread pools, taking
+turns; tests/test_scan_cpu.py runs the kernel after torch's own threads). On 2 idle cores a Mamba training step
+(batch 64) took 0.20 s on 2 threads against 0.36 s on 1, and 0.22 s with numba's workqueue layer instead.
+Compiled kernels are cached on disk (numba's ``cache=True``, in ``__pycache__`` next to this file), so only
+the first use in a fresh install pays the compilation (about 6 s).
 """
 
 from __future__ import annotations
