@@ -14,7 +14,7 @@ def rec(row, seed, accs, *, lr=1e-3, skipped=(), experiment="fig2-addition", siz
         "run_id": f"{row}-s{seed}-{lr}", "experiment": experiment, "panel": "", "row": row, "task": "addition",
         "train_size": 5, "seed": seed, "config": {"task": "addition", "lr": lr, "seed": seed}, "lengths": list(sizes),
         "n_problems": 20, "skipped": list(skipped), "wall_s": 1.0,
-        "results": [{"spec": s, "size": int(s), "n": 20, "answer_acc": a, "trajectory_acc": a, "token_acc": None,
+        "results": [{"spec": s, "size": int(s.lstrip("<=")), "n": 20, "answer_acc": a, "trajectory_acc": a, "token_acc": None,
                      "truncated": 0, "tokens_per_problem": 1.0, "seconds": 0.1} for s, a in zip(done, accs)],
     }  # fmt: skip
 
@@ -61,3 +61,16 @@ def test_run_cell_and_an_empty_folder(tmp_path, capsys):
     assert run_cell(rec("lstm", 0, [1, 0.04, 0, 0])) == "5→5 (100%)"
     assert main(["report", str(tmp_path)]) == 2
     assert "no sweep records" in capsys.readouterr().err
+
+
+def test_in_distribution_column_is_shown_but_not_on_the_length_axis(tmp_path):
+    """A '<=5' result (drawn as in training) gets its own column; the n→m cell and the curve ignore it."""
+    r = rec("direct", 0, [0.99, 0.97, 0.0], experiment="d7-addition-ablations", sizes=("<=5", "5", "6"))
+    (tmp_path / "results.jsonl").write_text(json.dumps(r) + "\n")
+    text, _ = report(tmp_path, plots=False)
+    header = next(line for line in text.splitlines() if line.startswith("| row"))
+    assert header.endswith("| <=5 as trained | 5 | 6 |"), header
+    assert "| direct | 5→5 (97%) |" in text and "| 99% | 97% | 0% |" in text
+    assert "drawn as in training" in text
+    (row,) = summarize([r])
+    assert [x.spec for x in row.median_curve()] == ["5", "6"]

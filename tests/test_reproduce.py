@@ -30,7 +30,7 @@ def test_every_run_of_both_scales_is_a_valid_config(name, tmp_path):
             r.train_config(tmp_path).validate()
             assert r.train["model"]["preset"] == scale
             for s in r.lengths:
-                get_task(r.train["task"]).parse_spec(s)
+                get_task(r.train["task"]).spec_size(s)
 
 
 @pytest.mark.parametrize(
@@ -47,6 +47,20 @@ def test_run_counts_follow_the_papers_protocol(name, cpu, paper):
     assert len(runs) == paper
     if name != "d6-mult-grid":
         assert {r.train["lr"] for r in runs} == set(PAPER_GRID["lr"]) and {r.train["steps"] for r in runs} == {2000}
+
+
+def test_d7_trains_each_ablation_with_its_measured_recipe_at_cpu_scale_only():
+    cpu = {r.row: r for r in plan(EXPERIMENTS["d7-addition-ablations"], "cpu")}
+    got = {row: (r.train.get("steps"), r.train.get("batch_size")) for row, r in cpu.items()}
+    assert got == {"pointer tool": (None, None), "direct": (30000, 256), "reversed": (8000, 256),
+                   "no tool": (2000, 64), "calculator": (3000, 256)}  # fmt: skip
+    assert all(r.lengths[0] == "<=5" for r in cpu.values())  # the in-distribution column
+    assert max(cpu.values(), key=lambda r: r.cost).row == "direct"  # the longest run starts first
+    paper = plan(EXPERIMENTS["d7-addition-ablations"], "paper")
+    assert {r.train["steps"] for r in paper} == {2000}
+    assert {r.train["batch_size"] for r in paper} == set(PAPER_GRID["batch_size"])
+    override = plan(EXPERIMENTS["d7-addition-ablations"], "cpu", rows=("direct",), overrides={"steps": 5})
+    assert override[0].train["steps"] == 5  # --set still wins
 
 
 def test_rows_seeds_and_overrides_restrict_the_plan():
@@ -85,11 +99,12 @@ def test_experiments_built_elsewhere_say_not_available_yet(capsys, monkeypatch, 
 
 def test_reproduce_runs_the_sweep_and_writes_the_report(tmp_path, capsys):
     argv = ["reproduce", "d7-addition-ablations", "--rows", "direct", "reversed", "--out", str(tmp_path),
-            "--lengths", "2", "3", "--n-problems", "2", "--jobs", "1", "--set", "steps=2", "batch_size=2",
+            "--lengths", "<=2", "2", "3", "--n-problems", "2", "--jobs", "1", "--set", "steps=2", "batch_size=2",
             "train_size=2", "model.d_model=8", "model.n_layers=1"]  # fmt: skip
     assert main(argv) == 0
     text = (tmp_path / "report.md").read_text()
     assert "| direct | 2→" in text and "| reversed | 2→" in text and "little or no length generalization" in text
+    assert "| <=2 as trained | 2 | 3 |" in text
     assert (tmp_path / "d7-addition-ablations.png").is_file()
     recs = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert {r["task"] for r in recs} == {"addition-direct", "addition-reversed"}

@@ -26,6 +26,7 @@ import tyro
 from toolssm.evaluate import LengthResult, paper_cell, plot_curves
 from toolssm.paper_results import PAPER_NOTES, paper_value
 from toolssm.sweep import load_records
+from toolssm.tasks.base import TRAINING_DRAW
 
 
 def curve(rec: dict[str, Any]) -> list[LengthResult]:
@@ -38,6 +39,11 @@ def curve(rec: dict[str, Any]) -> list[LengthResult]:
         task = get_task(rec["task"])
         res += [LengthResult(s, task.spec_size(s), 0, 0.0, 0.0, None, 0, 0.0, 0.0) for s in rec["skipped"]]
     return [r for r in res if not r.drawn_as_in_training]
+
+
+def drawn_as_in_training(rec: dict[str, Any]) -> list[LengthResult]:
+    """A record's ``"<=N"`` rows: problems drawn as in training, every size up to N mixed (in distribution)."""
+    return [x for x in (LengthResult(**r) for r in rec["results"]) if x.drawn_as_in_training]
 
 
 def run_cell(rec: dict[str, Any]) -> str:
@@ -139,10 +145,11 @@ def format_report(rows: list[RowSummary], *, planned: int | None = None) -> str:
         parts.append(f"## {exp}\n")
         has_panel = any(r.panel for r in mine)
         head = [*["panel"] * has_panel, "row", "ours: best", "paper", "all seeds: median",
-                f"seeds ≥ {mine[0].generalize:.0%} at largest", *specs]  # fmt: skip
+                f"seeds ≥ {mine[0].generalize:.0%} at largest",
+                *(f"{s} as trained" if s.startswith(TRAINING_DRAW) else s for s in specs)]  # fmt: skip
         parts += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in mine:
-            by = {x.spec: x for x in curve(r.best)}
+            by = {x.spec: x for x in (*drawn_as_in_training(r.best), *curve(r.best))}
             cells = [_cell(by[s], r.best["n_problems"]) if s in by else " " for s in specs]
             line = [*[r.panel] * has_panel, r.row, r.best_cell, r.paper, r.median_cell,
                     f"{r.n_generalize}/{len(r.seeds)}", *cells]  # fmt: skip
@@ -151,6 +158,9 @@ def format_report(rows: list[RowSummary], *, planned: int | None = None) -> str:
             f"{n_rec} finished runs" + (f" of {planned} planned" if planned is not None else "") + ". "
             "Per-size columns: answer exact match of the best run (n: problems done, when the time cap cut a size "
             "short); – : not run (a smaller size was already below 5%)."
+            + (" '<=N as trained': problems drawn as in training, every size up to N mixed (in distribution); "
+               "not a point of the length axis, so not in n→m." if any(s.startswith(TRAINING_DRAW) for s in specs)
+               else "")
         ]
         if exp in PAPER_NOTES:
             notes.append(PAPER_NOTES[exp])
