@@ -58,6 +58,20 @@ def test_overrides_parse_json_values():
         "steps": 3, "lr": 1e-3, "model.arch": "gru", "mix": ["addition:0.5"]}  # fmt: skip
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+@pytest.mark.parametrize("kept", [True, False])
+def test_spawned_workers_get_the_parents_allocator_setting_and_records_say_which(tmp_path, monkeypatch, kept):
+    """`toolssm reproduce --jobs 2` trains in spawned processes: they keep freed memory iff the CLI did."""
+    import toolssm.runtime as runtime
+
+    for k in ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "LD_PRELOAD", "TOOLSSM_MALLOC"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setattr(runtime, "_kept", kept)
+    recs = sweep([tiny_run("lstm"), tiny_run("gru")], tmp_path, jobs=2, log=lambda s: None)
+    assert [r["malloc"] for r in recs] == ["kept" if kept else "system"] * 2
+    assert all(r["jobs"] == 2 and r["threads"] == 1 for r in recs)
+
+
 def test_a_sweep_writes_one_record_per_run_and_skips_done_runs(tmp_path):
     runs = [tiny_run("lstm"), tiny_run("gru")]
     torch.set_num_threads(2)  # a caller's setting: the runs still get one thread, as in a jobs > 1 worker

@@ -9,7 +9,8 @@ run's CPU time, in the kernel (``bench/malloc.py`` measures it). `keep_freed_mem
 serve everything from the heap and keep what is freed, so the next step reuses the same pages: the
 process's peak memory stays resident (a few hundred MB more for that run) in exchange.
 
-The CLI calls it once at start-up. It does nothing off glibc, or when the environment already chooses
+The CLI calls it once at start-up, and `toolssm.sweep` passes it on to the worker processes it spawns
+(``--jobs`` > 1); a sweep's record says which allocator its run had (``malloc``). It does nothing off glibc, or when the environment already chooses
 (``MALLOC_MMAP_MAX_``, ``MALLOC_TRIM_THRESHOLD_``, an ``LD_PRELOAD``ed allocator such as jemalloc), or with
 ``TOOLSSM_MALLOC=system``.
 
@@ -43,8 +44,17 @@ VML_FUNCTIONS = (
 )  # fmt: skip
 
 
+_kept = False  # keep_freed_memory has taken effect in this process
+
+
+def freed_memory_kept() -> bool:
+    """True once `keep_freed_memory` has taken effect in this process."""
+    return _kept
+
+
 def keep_freed_memory() -> bool:
     """Make glibc keep freed memory for reuse instead of returning it to the kernel; True if it did."""
+    global _kept
     if not sys.platform.startswith("linux") or os.environ.get("TOOLSSM_MALLOC") == "system":
         return False
     if any(os.environ.get(k) for k in _ENV_CHOICES):
@@ -56,7 +66,9 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # both return 1 on success; a trim threshold of 2 GiB - 1 (the largest int) keeps every freed page
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    ok = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    _kept = _kept or ok
+    return ok
 
 
 def resolve_vector_math() -> bool:

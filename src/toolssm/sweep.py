@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from toolssm.models import ModelConfig
+from toolssm.runtime import freed_memory_kept, keep_freed_memory
 
 #: TrainConfig fields that do not change the result (where it goes, how it reports); left out of run ids
 NOT_RESULT = ("out", "resume", "progress", "threads", "device", "save_every", "log_every")
@@ -237,6 +238,7 @@ def execute(run: Run, root: str | Path, commit: str = "", jobs: int = 1) -> dict
         "torch": torch.__version__, "host": platform.node(), "threads": torch.get_num_threads(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "started_at": round(started, 3),
         "ended_at": round(time.time(), 3), "jobs": jobs,
+        "malloc": "kept" if freed_memory_kept() else "system",  # toolssm.runtime: it changes the wall times
     }  # fmt: skip
     write_atomic(path, json.dumps(record) + "\n")
     return record
@@ -246,8 +248,11 @@ def _n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _one_thread() -> None:
+def _one_thread(keep_heap: bool = False) -> None:
+    """A run's process setup: one torch thread; in a spawned worker, the parent's allocator setting too."""
     torch.set_num_threads(1)
+    if keep_heap:
+        keep_freed_memory()
 
 
 def sweep(runs: Sequence[Run], root: str | Path, *, jobs: int = 1, log=print) -> list[dict[str, Any]]:
@@ -289,7 +294,8 @@ def sweep(runs: Sequence[Run], root: str | Path, *, jobs: int = 1, log=print) ->
         torch.set_num_threads(before)
     else:
         ctx = torch.multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_one_thread) as pool:
+        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_one_thread,
+                                 initargs=(freed_memory_kept(),)) as pool:  # fmt: skip
             pending = {pool.submit(execute, run, root, commit, jobs): run for run in todo}
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
