@@ -167,9 +167,9 @@ _add(Experiment(
         ("no tool", "addition-notool"), ("calculator", "addition-calculator"))),
     {"cpu": ("<=5", "5", "6", "7", "10", "100", "1000"),
      "paper": ("<=5", "5", "10", "20", "50", "100", "200", "500", "1000")},
-    cpu_note="5 runs, 2 at a time, with each ablation's measured recipe: the direct answer's 30,000 steps of 256 "
-             "alone trained for 93 min on one core (docs/tasks/addition-ablations.md); about 2.7 h of training "
-             "summed, 1.6 h of wall time",
+    cpu_note="5 runs, 2 at a time, with each ablation's measured recipe: about 1.6 h of wall time, the direct "
+             "row's 30,000 steps of 256 (93 min) beside the other four (30 min measured; "
+             "docs/tasks/addition-ablations.md)",
 ))  # fmt: skip
 _add(Experiment(
     "d8-mixture", "App. D.8: n×2 multiplication (≤ 20 digits) mixed with addition, weight w, by training steps",
