@@ -29,21 +29,21 @@ from toolssm.sweep import load_records
 from toolssm.tasks.base import TRAINING_DRAW
 
 
-def curve(rec: dict[str, Any]) -> list[LengthResult]:
-    """A record's points on the length axis, with each skipped size as a 0% point (n=0); ``"<=N"`` rows
-    (drawn as in training) are not on that axis and are left out."""
+def results(rec: dict[str, Any]) -> list[LengthResult]:
+    """A record's results, ``"<=N"`` rows (drawn as in training) included, with each skipped size as a 0%
+    point (n=0)."""
     from toolssm.tasks import get_task
 
     res = [LengthResult(**r) for r in rec["results"]]
     if rec.get("skipped"):
         task = get_task(rec["task"])
         res += [LengthResult(s, task.spec_size(s), 0, 0.0, 0.0, None, 0, 0.0, 0.0) for s in rec["skipped"]]
-    return [r for r in res if not r.drawn_as_in_training]
+    return res
 
 
-def drawn_as_in_training(rec: dict[str, Any]) -> list[LengthResult]:
-    """A record's ``"<=N"`` rows: problems drawn as in training, every size up to N mixed (in distribution)."""
-    return [x for x in (LengthResult(**r) for r in rec["results"]) if x.drawn_as_in_training]
+def curve(rec: dict[str, Any]) -> list[LengthResult]:
+    """A record's points on the length axis: `results` without the ``"<=N"`` rows, which are not on it."""
+    return [r for r in results(rec) if not r.drawn_as_in_training]
 
 
 def run_cell(rec: dict[str, Any]) -> str:
@@ -149,7 +149,7 @@ def format_report(rows: list[RowSummary], *, planned: int | None = None) -> str:
                 *(f"{s} as trained" if s.startswith(TRAINING_DRAW) else s for s in specs)]  # fmt: skip
         parts += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in mine:
-            by = {x.spec: x for x in (*drawn_as_in_training(r.best), *curve(r.best))}
+            by = {x.spec: x for x in results(r.best)}
             cells = [_cell(by[s], r.best["n_problems"]) if s in by else " " for s in specs]
             line = [*[r.panel] * has_panel, r.row, r.best_cell, r.paper, r.median_cell,
                     f"{r.n_generalize}/{len(r.seeds)}", *cells]  # fmt: skip

@@ -248,7 +248,7 @@ def _n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _one_thread(keep_heap: bool = False) -> None:
+def _setup_process(keep_heap: bool = False) -> None:
     """A run's process setup: one torch thread; in a spawned worker, the parent's allocator setting too."""
     torch.set_num_threads(1)
     if keep_heap:
@@ -285,7 +285,7 @@ def sweep(runs: Sequence[Run], root: str | Path, *, jobs: int = 1, log=print) ->
 
     if jobs == 1:  # in this process, but with one torch thread as in a worker: results must not depend on jobs
         before = torch.get_num_threads()
-        _one_thread()
+        _setup_process()
         for run in todo:
             try:
                 finished(run, execute(run, root, commit, jobs), None)
@@ -294,7 +294,7 @@ def sweep(runs: Sequence[Run], root: str | Path, *, jobs: int = 1, log=print) ->
         torch.set_num_threads(before)
     else:
         ctx = torch.multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_one_thread,
+        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_setup_process,
                                  initargs=(freed_memory_kept(),)) as pool:  # fmt: skip
             pending = {pool.submit(execute, run, root, commit, jobs): run for run in todo}
             while pending:
