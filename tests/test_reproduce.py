@@ -97,6 +97,25 @@ def test_experiments_built_elsewhere_say_not_available_yet(capsys, monkeypatch, 
     assert "not available yet" in err and needle in err
 
 
+def test_a_command_experiment_passes_out_and_its_dry_run_runs_nothing(capsys, monkeypatch, tmp_path):
+    from toolssm import cli
+
+    calls = []
+    cls, _ = cli.COMMANDS["theory"]
+    monkeypatch.setitem(cli.COMMANDS, "theory", (cls, lambda c: calls.append(c) or 0))
+    assert main(["reproduce", "theory", "--out", str(tmp_path), "--dry-run"]) == 0
+    assert calls == [] and f"would run: toolssm theory --out {tmp_path}" in capsys.readouterr().out
+    assert main(["reproduce", "theory", "--out", str(tmp_path)]) == 0
+    assert [c.out for c in calls] == [str(tmp_path)]
+
+
+@pytest.mark.parametrize("flags", [["--rows", "x"], ["--seeds", "3"], ["--set", "steps=2"], ["--scale", "paper"]])
+def test_a_command_experiment_refuses_sweep_flags_in_one_line(capsys, flags):
+    assert main(["reproduce", "theory", *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no sweep" in err[0] and flags[0] in err[0], err
+
+
 def test_reproduce_runs_the_sweep_and_writes_the_report(tmp_path, capsys):
     argv = ["reproduce", "d7-addition-ablations", "--rows", "direct", "reversed", "--out", str(tmp_path),
             "--lengths", "<=2", "2", "3", "--n-problems", "2", "--jobs", "1", "--set", "steps=2", "batch_size=2",

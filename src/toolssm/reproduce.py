@@ -296,7 +296,19 @@ def run_reproduce(cfg: ReproduceConfig) -> int:
         if exp.command not in COMMANDS:
             raise ValueError(f"{exp.name} is not available yet: `toolssm {exp.command}` is not in this build")
         cls, fn = COMMANDS[exp.command]
-        return fn(tyro.cli(cls, args=[]))
+        unused = [f"--{k.replace('_', '-')}" for k in ("rows", "seeds", "lengths", "n_problems", "set")
+                  if getattr(cfg, k) not in ((), None)]  # fmt: skip
+        if cfg.scale != "cpu":
+            unused.append("--scale")
+        if unused:
+            raise ValueError(f"{exp.name} runs `toolssm {exp.command}`, which has no sweep: {' '.join(unused)} "
+                             f"do not apply (see `toolssm {exp.command} --help`)")  # fmt: skip
+        args = ["--out", cfg.out] if cfg.out else []
+        if cfg.dry_run:
+            print(f"toolssm reproduce {exp.name}: {exp.what}")
+            print(f"would run: toolssm {' '.join([exp.command, *args])}")
+            return 0
+        return fn(tyro.cli(cls, args=args))
     runs = plan(exp, cfg.scale, rows=cfg.rows, seeds=cfg.seeds, lengths=cfg.lengths, n_problems=cfg.n_problems,
                 overrides=parse_overrides(cfg.set), device=cfg.device)  # fmt: skip
     for r in runs:  # fail fast: every task, model and size must exist before hours of work
