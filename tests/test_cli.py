@@ -122,3 +122,14 @@ def test_demo_suggests_a_problem_that_solve_can_parse(name, spec):
     [text] = shlex.split(_example(task, spec))  # one shell word
     problem = task.parse(text)
     assert task.size(problem) >= 1
+
+
+def test_train_with_a_time_limit_exits_124_in_one_line_and_resume_finishes_it(capsys, tmp_path):
+    argv = ["train", "--steps", "2", "--batch-size", "2", "--model.d-model", "8", "--model.n-layers", "1",
+            "--out", str(tmp_path), "--no-progress", "--train-size", "2"]  # fmt: skip
+    assert main([*argv, "--time-limit", "1e-9"]) == 124
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("toolssm: time limit (1e-09 s of training) reached at step 1 of 2")
+    assert "--resume" in err[0]
+    assert main([*argv, "--resume"]) == 0
+    assert json.loads((tmp_path / "checkpoint/config.json").read_text())["step"] == 2

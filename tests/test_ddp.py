@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from toolssm.models import ModelConfig
-from toolssm.train import TrainConfig, fit
+from toolssm.train import TimeLimitReached, TrainConfig, fit
 
 
 def tiny_cfg(out, arch):
@@ -30,6 +30,16 @@ def _worker(rank: int, world: int, port: int, tmp: str) -> None:
         for arch in ARCHS:
             _, model = fit(tiny_cfg(os.path.join(tmp, arch, "ddp"), arch))
             torch.save(model.state_dict(), os.path.join(tmp, arch, f"rank{rank}.pt"))
+        # only rank 1 has a time limit: every rank must still stop after the same step, or the next collective hangs
+        cfg = tiny_cfg(os.path.join(tmp, "stop", "ddp"), "lstm")
+        cfg.steps, cfg.time_limit = 3, (1e-9 if rank == 1 else 0.0)
+        try:
+            fit(cfg)
+            said = "finished"
+        except TimeLimitReached as e:
+            said = str(e)
+        with open(os.path.join(tmp, "stop", f"rank{rank}.txt"), "w") as f:
+            f.write(said)
     finally:
         dist.destroy_process_group()
 
@@ -66,6 +76,12 @@ def test_two_gloo_ranks_match_one_process_on_the_global_batch(ddp_runs, tmp_path
     ref = single.state_dict()
     for k in ref:  # the updates equal the single-process updates, to float rounding
         torch.testing.assert_close(w0[k], ref[k], atol=1e-5, rtol=1e-4)
+
+
+def test_one_ranks_time_limit_stops_every_rank_at_the_same_step_with_one_checkpoint(ddp_runs):
+    said = [(ddp_runs / "stop" / f"rank{r}.txt").read_text() for r in (0, 1)]
+    assert all("reached at step 1 of 3" in s for s in said), said
+    assert json.loads((ddp_runs / "stop/ddp/checkpoint/config.json").read_text())["step"] == 1
 
 
 def test_a_batch_that_does_not_split_is_refused(tmp_path, monkeypatch):

@@ -1,5 +1,6 @@
-"""Sweeps: grids, one record per finished run, and resumability under SIGKILL."""
+"""Sweeps: grids, one record per finished run, and resumability under SIGKILL and Ctrl-C."""
 
+import contextlib
 import json
 import os
 import random
@@ -44,6 +45,7 @@ def test_run_ids_are_stable_readable_and_change_with_the_result_not_the_bookkeep
     assert tiny_run(n_problems=2).run_id != a.run_id
     b = tiny_run(cost=9.0)
     b.train["device"] = "cuda"
+    b.train["time_limit"] = 60.0  # a resumed run is the run that would have happened
     assert b.run_id == a.run_id  # where and how fast it runs does not change the result
 
 
@@ -140,3 +142,63 @@ def test_a_sweep_killed_with_sigkill_loses_no_finished_run_and_redoes_none(tmp_p
     ids = [json.loads(x)["run_id"] for x in (out / "results.jsonl").read_text().splitlines()]
     assert sorted(ids) == sorted(n.removesuffix(".jsonl") for n in after)
     assert (out / "report.md").is_file() and (out / "fig2-addition.png").is_file()
+
+
+def test_a_time_limited_sweep_stops_its_runs_and_reruns_continue_them_to_the_same_records(tmp_path):
+    from toolssm.train import TimeLimitReached
+
+    ref = sweep([tiny_run("lstm")], tmp_path / "ref", jobs=1, log=lambda s: None)[0]
+    run = tiny_run("lstm")
+    run.train["time_limit"] = 1e-9  # every piece trains one step
+    said = []
+    for piece in range(1, 4):
+        with pytest.raises(TimeLimitReached, match="1 run.s. stopped at their time limit"):
+            sweep([run], tmp_path / "cut", jobs=1, log=said.append)
+        assert not record_path(tmp_path / "cut", run).exists()
+        ckpt = tmp_path / "cut" / "runs" / run.run_id / "checkpoint" / "config.json"
+        assert json.loads(ckpt.read_text())["step"] == piece
+    assert any(line.startswith(f"  stopped {run.run_id}: time limit") for line in said)
+    rec = sweep([run], tmp_path / "cut", jobs=1, log=lambda s: None)[0]  # the fourth step, then the evaluation
+    drop = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
+    assert rec["run_id"] == ref["run_id"] and drop(rec["results"]) == drop(ref["results"])
+    from safetensors.torch import load_file
+
+    wa, wb = (load_file(tmp_path / d / "runs" / run.run_id / "checkpoint/model.safetensors") for d in ("ref", "cut"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+INT_ARGV = ["reproduce", "fig2-addition", "--rows", "lstm", "gru", "--seeds", "0", "--lengths", "2",
+            "--n-problems", "1", "--jobs", "2", "--set", "steps=1000000", "save_every=1000000", "log_every=1",
+            "batch_size=2", "train_size=2", "model.d_model=8", "model.n_layers=1"]  # fmt: skip
+
+
+@pytest.mark.parametrize("target", ["group", "parent"])
+def test_ctrl_c_on_a_parallel_sweep_saves_each_run_in_training_and_exits(tmp_path, target):
+    """Ctrl-C at a terminal signals the whole process group; `kill -INT` only the parent, which passes it on."""
+    out = tmp_path / "sweep"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "toolssm.cli", *INT_ARGV, "--out", str(out)], stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    logs = lambda: list((out / "runs").glob("*/log.jsonl")) if (out / "runs").is_dir() else []  # noqa: E731
+    try:
+        deadline = time.monotonic() + 120
+        while not (len(logs()) == 2 and all(f.read_text() for f in logs())) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()[0]
+            time.sleep(0.05)
+        assert len(logs()) == 2, "both runs must be training before the interrupt"
+        if target == "group":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            os.kill(proc.pid, signal.SIGINT)
+        log, _ = proc.communicate(timeout=120)
+    finally:  # a sweep of a million steps must not outlive a failed test
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, log
+    assert "toolssm: interrupted: the runs in training saved a checkpoint" in log
+    for f in logs():  # each run saved where it stopped, although its save_every never came
+        done = max(json.loads(x)["step"] for x in f.read_text().splitlines())
+        step = json.loads((f.parent / "checkpoint" / "config.json").read_text())["step"]
+        assert 1 <= step and step >= done
+    assert not _records(out)  # no run was finished, so none has a record

@@ -71,3 +71,78 @@ def test_training_reduces_the_loss(tmp_path):
     train(cfg)
     losses = [json.loads(line)["loss"] for line in (tmp_path / "log.jsonl").open()]
     assert losses[-1] < 0.6 * losses[0]
+
+
+def _weights(run):
+    return load_file(run / "checkpoint/model.safetensors")
+
+
+def _step(run):
+    return json.loads((run / "checkpoint/config.json").read_text())["step"]
+
+
+def _signal_at(monkeypatch, k, *sigs):
+    """Send this process ``sigs`` while training asks for step k's batch (as Ctrl-C or `kill` would there)."""
+    import os
+    import signal
+
+    import toolssm.train as train_mod
+
+    real = train_mod.make_batch
+
+    def batch(task, vocab, cfg, step, *rest):
+        if step == k:
+            for sig in sigs:
+                os.kill(os.getpid(), getattr(signal, sig))
+        return real(task, vocab, cfg, step, *rest)
+
+    monkeypatch.setattr(train_mod, "make_batch", batch)
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_stops_after_the_step_with_a_checkpoint_and_resume_is_exact(tmp_path, monkeypatch, sig):
+    import signal
+
+    train(tiny_cfg(tmp_path / "a"))
+    _signal_at(monkeypatch, 1, sig)  # save_every=3: without the stop's own checkpoint, steps 1-2 would be lost
+    with pytest.raises(KeyboardInterrupt, match="stopped at step 2 of 6; checkpoint saved in .*--resume"):
+        train(tiny_cfg(tmp_path / "b"))
+    assert _step(tmp_path / "b") == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are put back
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    monkeypatch.undo()
+    train(tiny_cfg(tmp_path / "b", resume=True))
+    wa, wb = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_a_second_ctrl_c_aborts_at_once(tmp_path, monkeypatch):
+    _signal_at(monkeypatch, 1, "SIGINT", "SIGINT")
+    with pytest.raises(KeyboardInterrupt) as e:
+        train(tiny_cfg(tmp_path))
+    assert "stopped at step" not in str(e.value)
+    assert not (tmp_path / "checkpoint").exists()  # aborted inside step 2, before any checkpoint
+
+
+def test_time_limit_stops_with_a_checkpoint_and_resumed_pieces_make_the_whole_run(tmp_path):
+    from toolssm.train import TimeLimitReached
+
+    train(tiny_cfg(tmp_path / "a"))
+    steps = []
+    for _ in range(10):
+        try:
+            train(tiny_cfg(tmp_path / "b", resume=True, time_limit=1e-9))  # stops after every step
+            break
+        except TimeLimitReached as e:
+            assert "of 6; checkpoint saved in" in str(e)
+            steps.append(_step(tmp_path / "b"))
+    assert steps == [1, 2, 3, 4, 5]  # the sixth piece is the last step: done, no stop
+    wa, wb = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    log = lambda d: {r["step"]: r["loss"] for r in map(json.loads, (tmp_path / d / "log.jsonl").open())}  # noqa: E731
+    assert log("a") == log("b")
+
+
+def test_a_negative_time_limit_is_refused():
+    with pytest.raises(ValueError, match="bad time_limit=-1"):
+        TrainConfig(time_limit=-1).validate()

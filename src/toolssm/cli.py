@@ -28,7 +28,7 @@ from toolssm.reproduce import ReproduceConfig, run_reproduce
 from toolssm.runtime import keep_freed_memory
 from toolssm.tasks import get_task
 from toolssm.theory.cli import TheoryConfig, run_theory
-from toolssm.train import TrainConfig, resolve_device, train
+from toolssm.train import TimeLimitReached, TrainConfig, resolve_device, train
 
 DEFAULT_LENGTHS = ("5", "10", "100", "1000")
 
@@ -325,8 +325,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"toolssm: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("toolssm: interrupted", file=sys.stderr)
+    except TimeLimitReached as e:  # a checkpoint is saved; the exit status of coreutils' timeout
+        print(f"toolssm: {e}", file=sys.stderr)
+        return 124
+    except KeyboardInterrupt as e:  # from training: its checkpoint is saved and the message says where
+        print("toolssm: interrupted" + (f": {e}" if str(e) else ""), file=sys.stderr)
         return 130
 
 

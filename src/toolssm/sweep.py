@@ -41,9 +41,10 @@ import torch
 
 from toolssm.models import ModelConfig
 from toolssm.runtime import freed_memory_kept, keep_freed_memory
+from toolssm.train import TimeLimitReached
 
 #: TrainConfig fields that do not change the result (where it goes, how it reports); left out of run ids
-NOT_RESULT = ("out", "resume", "progress", "threads", "device", "save_every", "log_every")
+NOT_RESULT = ("out", "resume", "progress", "threads", "device", "save_every", "log_every", "time_limit")
 
 
 @dataclass
@@ -248,6 +249,15 @@ def _n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _execute_in_worker(*args) -> dict[str, Any]:
+    """`execute` in a pool worker. Interrupted (SIGINT, or SIGTERM from the parent), training has saved a
+    checkpoint at its last step: the worker then leaves at once rather than wait for work that will not come."""
+    try:
+        return execute(*args)
+    except KeyboardInterrupt:
+        os._exit(130)
+
+
 def _setup_process(keep_heap: bool = False) -> None:
     """A run's process setup: one torch thread; in a spawned worker, the parent's allocator setting too."""
     torch.set_num_threads(1)
@@ -269,10 +279,15 @@ def sweep(runs: Sequence[Run], root: str | Path, *, jobs: int = 1, log=print) ->
     log(f"{len(runs) - len(todo)} of {len(runs)} runs already done; {len(todo)} to run, {jobs} at a time")
     commit = git_commit()
     failed: list[str] = []
+    stopped: list[str] = []
     t0 = time.perf_counter()
 
     def finished(run: Run, rec: dict | None, err: BaseException | None) -> None:
         k = len(runs) - sum(not record_path(root, r).is_file() for r in runs)
+        if isinstance(err, TimeLimitReached):
+            stopped.append(run.run_id)
+            log(f"  stopped {run.run_id}: {err}")
+            return
         if err is not None:
             failed.append(f"{run.run_id}: {err}")
             log(f"  FAILED {run.run_id}: {type(err).__name__}: {err}")
@@ -296,15 +311,28 @@ def sweep(runs: Sequence[Run], root: str | Path, *, jobs: int = 1, log=print) ->
         ctx = torch.multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_setup_process,
                                  initargs=(freed_memory_kept(),)) as pool:  # fmt: skip
-            pending = {pool.submit(execute, run, root, commit, jobs): run for run in todo}
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    run = pending.pop(fut)
-                    err = fut.exception()
-                    finished(run, None if err else fut.result(), err)
+            pending = {pool.submit(_execute_in_worker, run, root, commit, jobs): run for run in todo}
+            try:
+                while pending:
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        run = pending.pop(fut)
+                        err = fut.exception()
+                        finished(run, None if err else fut.result(), err)
+            except KeyboardInterrupt:
+                for fut in pending:
+                    fut.cancel()
+                # SIGTERM: a run in training finishes its step and saves a checkpoint there (train.py), then its
+                # worker leaves; the pool, broken by that, joins the rest. (_processes: CPython's pid -> Process.)
+                for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                    proc.terminate()
+                raise KeyboardInterrupt("the runs in training saved a checkpoint at their last step; "
+                                        "rerun the same command to continue") from None  # fmt: skip
     aggregate(root)
     if failed:
         raise ValueError(f"{len(failed)} run(s) failed: " + "; ".join(failed))
+    if stopped:
+        raise TimeLimitReached(f"{len(stopped)} run(s) stopped at their time limit with a checkpoint saved: "
+                               f"rerun the same command to continue them")  # fmt: skip
     return [json.loads(record_path(root, r).read_text()) for r in runs]
 

@@ -3,6 +3,10 @@
 Flat on purpose, in the manner of nanoGPT. Every batch is a pure function of ``(seed, step)``, so a run
 resumed from a checkpoint is the run that would have happened without the stop.
 
+Stopping loses nothing. Ctrl-C (SIGINT) or SIGTERM during training finishes the current step, saves a
+checkpoint there and raises KeyboardInterrupt (a second Ctrl-C aborts at once); ``time_limit`` does the same
+after that many seconds of training and raises `TimeLimitReached`. ``--resume`` then continues exactly.
+
 Data parallel: launched under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) the same entry point
 trains with ``torch.nn.parallel.DistributedDataParallel`` (gloo on CPU, nccl on CUDA). ``batch_size`` is
 the *global* batch: every rank draws the same ``(seed, step)`` problems and demonstrates its contiguous
@@ -28,6 +32,9 @@ import json
 import math
 import os
 import random
+import signal
+import sys
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields
@@ -94,6 +101,9 @@ class TrainConfig:
     """activation checkpointing: recompute each layer's activations in the backward instead of keeping them
     (memory of one layer's activations, not all; ~1/3 more compute; not for lstm/gru)"""
     progress: bool = True
+    time_limit: float = 0.0
+    """seconds of training in this process, then stop at a step boundary with a checkpoint (0: none); the
+    command exits 124 and ``--resume`` continues exactly"""
 
     def validate(self) -> None:
         get_task(self.task)  # raises on an unknown task
@@ -102,6 +112,8 @@ class TrainConfig:
         self.pretrained_arch()
         if self.max_len < 0:
             raise ValueError(f"bad max_len={self.max_len}: must be >= 0")
+        if not self.time_limit >= 0:
+            raise ValueError(f"bad time_limit={self.time_limit}: must be >= 0 seconds (0: none)")
         for name in ("train_size", "steps", "batch_size", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"bad {name}={getattr(self, name)}: must be positive")
@@ -250,6 +262,43 @@ def init_distributed(device_name: str) -> tuple[int, int, torch.device | None]:
     return dist.get_rank(), dist.get_world_size(), device
 
 
+class TimeLimitReached(Exception):
+    """Training stopped at ``time_limit``, at a step boundary, with a checkpoint saved there."""
+
+
+class _Stop:
+    """Graceful stops at a step boundary. While active (in the main thread), the first SIGINT or SIGTERM only
+    asks the loop to stop after the current step; a second SIGINT aborts at once (repeated SIGTERMs, as a process
+    pool sends them, do not). ``poll`` says why to stop: 0 go on, 1 time limit, 2 signal."""
+
+    def __init__(self, time_limit: float, t0: float) -> None:
+        self.time_limit, self.t0, self.signal = time_limit, t0, 0
+        self.old: dict[int, object] = {}
+
+    def __enter__(self) -> _Stop:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self.old.items():
+            signal.signal(sig, old)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signal and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl-C: abort now, without a checkpoint at this step
+        if not self.signal:
+            print(f"toolssm: {signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
+                  f"(Ctrl-C again aborts at once)", file=sys.stderr, flush=True)  # fmt: skip
+        self.signal = signum
+
+    def poll(self) -> int:
+        if self.signal:
+            return 2
+        return int(self.time_limit > 0 and time.perf_counter() - self.t0 >= self.time_limit)
+
+
 def train(cfg: TrainConfig) -> Path:
     """Run (or resume) training; returns the checkpoint folder."""
     return fit(cfg)[0]
@@ -325,40 +374,56 @@ def fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
     model.train()
     t0, n_tok = time.perf_counter(), 0
     ckpt = find_checkpoint(out) if start else None
-    for step in range(start, cfg.steps):
-        lr = lr_at(step, cfg)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        tokens, mask = make_batch(task, vocab, cfg, step, dataset, rank, world)
-        tokens, mask = tokens.to(device), mask.to(device)
-        opt.zero_grad(set_to_none=True)
-        n_step_tok = int(mask[:, 1:].sum())
-        if world == 1:
-            loss = masked_loss(model, tokens, mask)
-            loss.backward()
-        else:  # normalize by the global token count; DDP's gradient average over ranks is undone by * world
-            loss_sum, count = masked_loss_sum(net, tokens, mask)
-            totals = torch.tensor([count, loss_sum.item()], dtype=torch.float64, device=device)
-            dist.all_reduce(totals)
-            (loss_sum * (world / totals[0].item())).backward()
-            loss = totals[1] / totals[0]  # the global-batch mean, for the log
-            n_step_tok = int(totals[0].item())
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip else None
-        opt.step()
-        n_tok += n_step_tok  # trained tokens of the global batch
-        bar.update(1)
-        if lead and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
-            rec = {
-                "step": step + 1, "loss": loss.item(), "lr": lr,
-                "grad_norm": None if gnorm is None else round(float(gnorm), 4),
-                "tokens_per_s": round(n_tok / (time.perf_counter() - t0), 1),
-                "elapsed_s": round(time.perf_counter() - t0, 2),
-            }  # fmt: skip
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
-            bar.set_postfix(loss=f"{rec['loss']:.4f}")
-        if lead and ((step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps):
-            ckpt = save(step + 1)
+    with _Stop(cfg.time_limit, t0) as stop:
+        for step in range(start, cfg.steps):
+            lr = lr_at(step, cfg)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            tokens, mask = make_batch(task, vocab, cfg, step, dataset, rank, world)
+            tokens, mask = tokens.to(device), mask.to(device)
+            opt.zero_grad(set_to_none=True)
+            n_step_tok = int(mask[:, 1:].sum())
+            if world == 1:
+                loss = masked_loss(model, tokens, mask)
+                loss.backward()
+            else:  # normalize by the global token count; DDP's gradient average over ranks is undone by * world
+                loss_sum, count = masked_loss_sum(net, tokens, mask)
+                flag = (0, 1, world + 1)[stop.poll()]  # summed over ranks: > world iff some rank got a signal
+                totals = torch.tensor([count, loss_sum.item(), flag], dtype=torch.float64, device=device)
+                dist.all_reduce(totals)
+                (loss_sum * (world / totals[0].item())).backward()
+                loss = totals[1] / totals[0]  # the global-batch mean, for the log
+                n_step_tok = int(totals[0].item())
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip else None
+            opt.step()
+            n_tok += n_step_tok  # trained tokens of the global batch
+            bar.update(1)
+            if lead and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
+                rec = {
+                    "step": step + 1, "loss": loss.item(), "lr": lr,
+                    "grad_norm": None if gnorm is None else round(float(gnorm), 4),
+                    "tokens_per_s": round(n_tok / (time.perf_counter() - t0), 1),
+                    "elapsed_s": round(time.perf_counter() - t0, 2),
+                }  # fmt: skip
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{rec['loss']:.4f}")
+            if lead and ((step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps):
+                ckpt = save(step + 1)
+            # every rank decides from the same all-reduced flags, so all stop at the same step
+            why = stop.poll() if world == 1 else (0 if not totals[2] else 2 if totals[2] > world else 1)
+            if why and step + 1 < cfg.steps:
+                if lead and (step + 1) % cfg.save_every:
+                    ckpt = save(step + 1)
+                bar.close()
+                if log is not None:
+                    log.close()
+                if world > 1:
+                    dist.barrier()  # the checkpoint is on disk before any rank leaves
+                at = f"at step {step + 1} of {cfg.steps}; checkpoint saved in {out}: rerun with --resume to continue"
+                if why == 2:
+                    raise KeyboardInterrupt(f"stopped {at}")
+                raise TimeLimitReached(f"time limit ({cfg.time_limit:g} s of training) reached {at}")
     bar.close()
     if log is not None:
         log.close()
