@@ -63,6 +63,15 @@ def test_d7_trains_each_ablation_with_its_measured_recipe_at_cpu_scale_only():
     assert override[0].train["steps"] == 5  # --set still wins
 
 
+@pytest.mark.parametrize("pinned, left", [({"lr": 1e-3}, 4 * 2), ({"lr": 1e-3, "batch_size": 128}, 2),
+                                          ({"lr": 1e-3, "batch_size": 128, "weight_decay": 0.0}, 1)])
+def test_setting_a_grid_axis_pins_it_instead_of_repeating_runs(pinned, left):
+    runs = plan(EXPERIMENTS["table1-hanoi"], "paper", rows=("mamba",), seeds=(0,), overrides=pinned)
+    assert len(runs) == 2 * left  # two panels (ours, the paper's scheme) x what is left of the grid
+    assert len({r.run_id for r in runs}) == len(runs)
+    assert all(r.train[k] == v for r in runs for k, v in pinned.items())
+
+
 def test_rows_seeds_and_overrides_restrict_the_plan():
     runs = plan(EXPERIMENTS["d8-mixture"], "cpu", rows=("w=0.5",), seeds=(3, 4), overrides={"steps": 7})
     assert len(runs) == 3 * 2 and {r.seed for r in runs} == {3, 4}

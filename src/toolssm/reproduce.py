@@ -210,6 +210,7 @@ def plan(exp: Experiment, scale: str, *, rows: tuple[str, ...] = (), seeds: tupl
             base = set_dotted(base, k, v)
         base = set_dotted(base, "device", device)
         grid = exp.paper_grid if scale == "paper" else {}
+        grid = {k: v for k, v in grid.items() if k not in (overrides or {})}  # --set pins that axis
         if scale == "paper":
             row_seeds = exp.paper_seed_override.get(row.arch, exp.paper_seed_override.get("*", exp.paper_seeds))
         else:
