@@ -168,3 +168,11 @@ def test_cpu_scale_evaluates_fixed_state_models_in_large_batches():
     assert runs["lstm"].eval_batch_size == runs["mamba2"].eval_batch_size == CPU_EVAL_BATCH["fixed"]
     assert runs["pythia"].eval_batch_size == runs["hybrid"].eval_batch_size == CPU_EVAL_BATCH["growing"]
     assert CPU_EVAL_BATCH["growing"] < CPU_EVAL_BATCH["fixed"]
+
+
+def test_the_measured_time_is_quoted_only_for_the_whole_experiment(capsys):
+    assert main(["reproduce", "d7-addition-ablations", "--dry-run"]) == 0
+    whole = capsys.readouterr().out.splitlines()[1]
+    assert whole.startswith("5 runs into") and "the whole experiment" in whole and "1.6 h" in whole
+    assert main(["reproduce", "d7-addition-ablations", "--rows", "direct", "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == "1 run into runs/reproduce/d7-addition-ablations-cpu"

@@ -121,7 +121,7 @@ _add(Experiment(
     (*_models("addition", 5, FIG2_MODELS),
      Row("mistral-w16", "addition", 5, {"model.arch": "mistral", "model.window": 16})),
     {"cpu": ("5", "10", "100", "1000"), "paper": ("5", "10", "20", "50", "100", "200", "500", "1000")},
-    cpu_note="9 runs, 2 at a time: 55 min measured on the 2-core CPU (docs/reproduce.md)",
+    cpu_note="2 at a time: 55 min measured on the 2-core CPU (docs/reproduce.md)",
 ))  # fmt: skip
 _add(Experiment("table1-mult-x1", "Table 1: n×1 multiplication, trained on ≤ 10 digits",
                 _models("multiplication-x1", 10), _MULT_LEN))  # fmt: skip
@@ -167,7 +167,7 @@ _add(Experiment(
         ("no tool", "addition-notool"), ("calculator", "addition-calculator"))),
     {"cpu": ("<=5", "5", "6", "7", "10", "100", "1000"),
      "paper": ("<=5", "5", "10", "20", "50", "100", "200", "500", "1000")},
-    cpu_note="5 runs, 2 at a time, with each ablation's measured recipe: about 1.6 h of wall time, the direct "
+    cpu_note="2 at a time, with each ablation's measured recipe: about 1.6 h of wall time, the direct "
              "row's 30,000 steps of 256 (93 min) beside the other four (30 min measured; "
              "docs/tasks/addition-ablations.md)",
 ))  # fmt: skip
@@ -318,7 +318,9 @@ def run_reproduce(cfg: ReproduceConfig) -> int:
             get_task(r.train["task"]).spec_size(s)
     out = Path(cfg.out or f"runs/reproduce/{exp.name}-{cfg.scale}")
     print(f"toolssm reproduce {exp.name} --scale {cfg.scale}: {exp.what}")
-    print(f"{len(runs)} runs into {out}" + (f"; {exp.cpu_note}" if cfg.scale == "cpu" and exp.cpu_note else ""))
+    whole = not (cfg.rows or cfg.seeds or cfg.lengths or cfg.n_problems or cfg.set)  # the measured plan
+    note = f"; the whole experiment, {exp.cpu_note}" if cfg.scale == "cpu" and exp.cpu_note and whole else ""
+    print(f"{len(runs)} run{'s' * (len(runs) != 1)} into {out}{note}")
     if cfg.dry_run:
         for r in runs:
             print(f"  {'done' if record_path(out, r).is_file() else 'todo'}  {r.run_id}")
