@@ -146,3 +146,28 @@ def test_time_limit_stops_with_a_checkpoint_and_resumed_pieces_make_the_whole_ru
 def test_a_negative_time_limit_is_refused():
     with pytest.raises(ValueError, match="bad time_limit=-1"):
         TrainConfig(time_limit=-1).validate()
+
+
+def test_a_step_that_outlasts_the_grace_after_a_signal_is_aborted(tmp_path, monkeypatch):
+    import os
+    import signal
+    import time
+
+    import toolssm.train as train_mod
+
+    real = train_mod.make_batch
+
+    def stuck(task, vocab, cfg, step, *rest):
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)  # a step that will not end soon (an enormous batch, say)
+        return real(task, vocab, cfg, step, *rest)
+
+    monkeypatch.setattr(train_mod, "make_batch", stuck)
+    monkeypatch.setattr(train_mod._Stop, "GRACE", 0.2)
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt, match="did not end within 0.2 s of the signal"):
+        train(tiny_cfg(tmp_path))
+    assert time.monotonic() - t0 < 20
+    assert not (tmp_path / "checkpoint").exists()
+    assert signal.getsignal(signal.SIGALRM) is signal.SIG_DFL and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)

@@ -269,7 +269,11 @@ class TimeLimitReached(Exception):
 class _Stop:
     """Graceful stops at a step boundary. While active (in the main thread), the first SIGINT or SIGTERM only
     asks the loop to stop after the current step; a second SIGINT aborts at once (repeated SIGTERMs, as a process
-    pool sends them, do not). ``poll`` says why to stop: 0 go on, 1 time limit, 2 signal."""
+    pool sends them, do not), and so does a step still running ``GRACE`` seconds after the signal (a sender
+    such as `timeout` may never follow up with SIGKILL). ``poll`` says why to stop: 0 go on, 1 time limit,
+    2 signal."""
+
+    GRACE = 60.0
 
     def __init__(self, time_limit: float, t0: float) -> None:
         self.time_limit, self.t0, self.signal = time_limit, t0, 0
@@ -277,11 +281,14 @@ class _Stop:
 
     def __enter__(self) -> _Stop:
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.old[sig] = signal.signal(sig, self._handle)
+            for sig, handler in ((signal.SIGINT, self._handle), (signal.SIGTERM, self._handle),
+                                 (signal.SIGALRM, self._overdue)):  # fmt: skip
+                self.old[sig] = signal.signal(sig, handler)
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.old:
+            signal.setitimer(signal.ITIMER_REAL, 0)
         for sig, old in self.old.items():
             signal.signal(sig, old)
 
@@ -291,7 +298,12 @@ class _Stop:
         if not self.signal:
             print(f"toolssm: {signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
                   f"(Ctrl-C again aborts at once)", file=sys.stderr, flush=True)  # fmt: skip
+            signal.setitimer(signal.ITIMER_REAL, self.GRACE)
         self.signal = signum
+
+    def _overdue(self, signum: int, frame) -> None:
+        raise KeyboardInterrupt(f"the step did not end within {self.GRACE:g} s of the signal: aborted, the last "
+                                f"checkpoint is the one before it")  # fmt: skip
 
     def poll(self) -> int:
         if self.signal:
