@@ -133,3 +133,41 @@ def test_train_with_a_time_limit_exits_124_in_one_line_and_resume_finishes_it(ca
     assert "--resume" in err[0]
     assert main([*argv, "--resume"]) == 0
     assert json.loads((tmp_path / "checkpoint/config.json").read_text())["step"] == 2
+
+
+def _files(d):
+    return {p.relative_to(d): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+TINY = ["--steps", "2", "--batch-size", "2", "--model.d-model", "8", "--model.n-layers", "1", "--no-progress",
+        "--train-size", "2"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        ([], "already holds a checkpoint (lstm on addition, step 2 of 2): pass --resume to continue it"),
+        (["--resume", "--lr", "0.001", "--seed", "4"], "lr=0.003 here, 0.001 asked, seed=0 here, 4 asked"),
+        (["--resume", "--model", "gru"], "model lstm here, gru asked"),
+        (["--resume", "--task", "subtraction"], "task addition here, subtraction asked"),
+    ],
+)
+def test_a_run_folder_is_never_replaced_or_continued_by_another_config(capsys, tmp_path, flags, needle):
+    assert main(["train", *TINY, "--out", str(tmp_path)]) == 0
+    before = _files(tmp_path)
+    capsys.readouterr()
+    msg = one_line_error(capsys, ["train", *TINY, "--out", str(tmp_path), *flags])
+    assert needle in msg and "choose another --out" in msg
+    assert _files(tmp_path) == before  # nothing written, nothing lost
+
+
+def test_demo_rerun_evaluates_its_finished_run_again_and_refuses_another_config(capsys, tmp_path):
+    argv = ["demo", *TINY, "--lengths", "2", "--n-problems", "2", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    weights = (tmp_path / "checkpoint" / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "from step 2 of 2 (finished: nothing to train)" in out and "demo finished" in out  # evaluated again
+    assert (tmp_path / "checkpoint" / "model.safetensors").read_bytes() == weights
+    assert "seed=1 here, 2 asked" in one_line_error(capsys, [*argv, "--seed", "2"])

@@ -171,3 +171,44 @@ def test_a_step_that_outlasts_the_grace_after_a_signal_is_aborted(tmp_path, monk
     assert time.monotonic() - t0 < 20
     assert not (tmp_path / "checkpoint").exists()
     assert signal.getsignal(signal.SIGALRM) is signal.SIG_DFL and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_a_save_killed_at_any_point_leaves_a_whole_checkpoint(tmp_path, monkeypatch):
+    """The swap is rmtree(prev), rename(final -> prev), rename(tmp -> final), rmtree(prev): a kill between any two
+    of them must leave config.json and weights that load, also when an earlier kill left only checkpoint.prev."""
+    import pathlib
+    import shutil
+
+    from toolssm.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+
+    train(tiny_cfg(tmp_path / "run"))  # a whole checkpoint at step 6
+    loaded = load_checkpoint(tmp_path / "run")
+    args = dict(arch=loaded.arch, model_kwargs=loaded.config["model"], vocab=loaded.vocab, task=loaded.task)
+    shutil.copytree(tmp_path / "run/checkpoint", tmp_path / "prev/checkpoint.prev")  # an earlier save killed mid-swap
+
+    class Killed(Exception):
+        pass
+
+    for start, n_ops in ((s, n) for s in ("run", "prev") for n in range(6)):  # kill before the n-th rename/rmtree
+        d = tmp_path / f"{start}{n_ops}"
+        shutil.copytree(tmp_path / start, d)
+        ops = {"n": 0}
+        real_rename, real_rmtree = pathlib.Path.rename, shutil.rmtree
+
+        def count(real):
+            def op(*a, **k):
+                if ops["n"] == n_ops:
+                    raise Killed
+                ops["n"] += 1
+                return real(*a, **k)
+
+            return op
+
+        monkeypatch.setattr(pathlib.Path, "rename", count(real_rename))
+        monkeypatch.setattr(shutil, "rmtree", count(real_rmtree))
+        try:
+            save_checkpoint(d, loaded.model, step=7, **args)
+        except Killed:
+            pass
+        monkeypatch.undo()
+        assert load_checkpoint(find_checkpoint(d)).model is not None, (start, n_ops)

@@ -85,8 +85,9 @@ def save_checkpoint(
         (tmp / name).write_text(text)
     if optimizer is not None:
         torch.save({"optimizer": optimizer.state_dict(), "step": step}, tmp / "train_state.pt")
-    shutil.rmtree(prev, ignore_errors=True)
+    # at every moment a whole checkpoint is in final or prev: prev goes only once final (newer) exists
     if final.exists():
+        shutil.rmtree(prev, ignore_errors=True)
         final.rename(prev)
     tmp.rename(final)
     shutil.rmtree(prev, ignore_errors=True)

@@ -77,6 +77,8 @@ class DemoConfig(TrainConfig):
     """Train on short problems (<= train_size), then test on far longer ones: the paper's headline."""
 
     out: str = "runs/demo"
+    resume: bool = True
+    """continue the run in ``out`` (a finished one is only evaluated again); a different config is refused"""
     seed: int = 1
     """seed 1 is the first of the 10-seed study (bench/seeds.py) whose model generalizes; 9 of seeds 0-9 do,
     seed 0 reaches 50% at 1,000 digits (docs/design.md, "seeds")"""

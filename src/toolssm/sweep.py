@@ -41,10 +41,10 @@ import torch
 
 from toolssm.models import ModelConfig
 from toolssm.runtime import freed_memory_kept, keep_freed_memory
-from toolssm.train import TimeLimitReached
+from toolssm.train import RUNTIME_FIELDS, TimeLimitReached
 
 #: TrainConfig fields that do not change the result (where it goes, how it reports); left out of run ids
-NOT_RESULT = ("out", "resume", "progress", "threads", "device", "save_every", "log_every", "time_limit")
+NOT_RESULT = RUNTIME_FIELDS
 
 
 @dataclass

@@ -58,6 +58,11 @@ from toolssm.protocol import PAD, Trajectory, Vocab
 from toolssm.tasks import Task, get_task
 
 
+#: TrainConfig fields that say where and how a run goes, not what it learns: a resumed run may change them
+RUNTIME_FIELDS = ("out", "resume", "progress", "threads", "device", "save_every", "log_every", "time_limit",
+                  "grad_checkpoint")  # fmt: skip
+
+
 @dataclass
 class TrainConfig:
     """Train a model on a task's expert trajectories."""
@@ -262,6 +267,35 @@ def init_distributed(device_name: str) -> tuple[int, int, torch.device | None]:
     return dist.get_rank(), dist.get_world_size(), device
 
 
+def _describe(out: Path) -> str:
+    """'lstm on addition, step 3 of 6' for the checkpoint in ``out`` (what a refusal names)."""
+    try:
+        c = json.loads((find_checkpoint(out) / "config.json").read_text())
+        return f"{c['arch']} on {c['task']}, step {c['step']} of {c['train']['steps']}"
+    except Exception:  # noqa: BLE001  (a description only: a damaged config is reported when it is loaded)
+        return "unreadable config.json"
+
+
+def _check_resumable(out: Path, loaded, cfg: TrainConfig, arch: str, model_kwargs: dict, vocab: Vocab) -> None:
+    """A one-line refusal naming what differs, when the checkpoint in ``out`` is not this config's run."""
+    mine = {"task": cfg.task, "model": arch, "model settings": model_kwargs, "vocabulary": vocab}
+    theirs = {"task": loaded.task, "model": loaded.arch, "model settings": loaded.config["model"],
+              "vocabulary": loaded.vocab}  # fmt: skip
+    what = [k for k in mine if mine[k] != theirs[k]]
+    if what and what != ["vocabulary"]:
+        pairs = ", ".join(f"{k} {theirs[k]} here, {mine[k]} asked" for k in what if k != "vocabulary")
+    elif what:
+        pairs = "its vocabulary differs from this config's (another --mix or tokenizer?)"
+    else:
+        saved, now = loaded.config.get("train") or {}, json.loads(json.dumps(asdict(cfg)))  # as it was saved
+        diff = [k for k in now if k in saved and k != "model" and k not in RUNTIME_FIELDS and saved[k] != now[k]]
+        if not diff:
+            return
+        pairs = ", ".join(f"{k}={saved[k]!r} here, {now[k]!r} asked" for k in diff)
+    raise ValueError(f"cannot resume {out} ({_describe(out)}): {pairs}; pass the same settings, or choose "
+                     f"another --out")  # fmt: skip
+
+
 class TimeLimitReached(Exception):
     """Training stopped at ``time_limit``, at a step boundary, with a checkpoint saved there."""
 
@@ -334,7 +368,11 @@ def fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
     else:
         arch, model_kwargs = cfg.model.arch, resolve(cfg.model)
     out = Path(cfg.out)
-    resuming = cfg.resume and any((out / d / "config.json").is_file() for d in ("checkpoint", "checkpoint.prev"))
+    held = any((out / d / "config.json").is_file() for d in ("checkpoint", "checkpoint.prev"))
+    if held and not cfg.resume:  # before anything is written: the run there is not replaced without a word
+        raise ValueError(f"{out} already holds a checkpoint ({_describe(out)}): pass --resume to continue it, "
+                         f"or choose another --out")  # fmt: skip
+    resuming = held
 
     torch.manual_seed(cfg.seed)
     if cfg.init_from and not resuming:  # the pretrained weights, in our vocabulary's order
@@ -356,13 +394,14 @@ def fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
     start = 0
     if resuming:
         loaded = load_checkpoint(out, device)
-        theirs = (loaded.task, loaded.arch, loaded.config["model"], loaded.vocab)
-        if theirs != (cfg.task, arch, model_kwargs, vocab):
-            raise ValueError(f"cannot resume {out}: its task/model/vocabulary differ from this config")
+        _check_resumable(out, loaded, cfg, arch, model_kwargs, vocab)
         model.load_state_dict(loaded.model.state_dict())
         state = load_train_state(find_checkpoint(out))
         opt.load_state_dict(state["optimizer"])
         start = state["step"]
+        if rank == 0:
+            done = " (finished: nothing to train)" if start >= cfg.steps else ""
+            print(f"continuing {out} from step {start} of {cfg.steps}{done}", flush=True)
     lead = rank == 0  # the one rank that writes
     net = model
     if world > 1:
