@@ -96,6 +96,16 @@ def test_compare_trains_each_model_resumes_and_writes_one_table(capsys, tmp_path
     assert main(argv) == 0  # a rerun skips finished models
     assert (out / "lstm" / "eval" / "results.json").stat().st_mtime_ns == stamp
     assert "done in" not in capsys.readouterr().out
+    before = (out / "table.md").read_bytes()
+    other = [a if a != "3" else "4" for a in argv]  # other settings: the old results are not this compare's
+    assert "holds lstm results from other settings" in one_line_error(capsys, other)
+    assert (out / "table.md").read_bytes() == before  # and nothing was rewritten
+
+
+@pytest.mark.parametrize("models, needle", [([], "no models to compare"), (["lstm", "lstm"], "listed twice")])
+def test_compare_refuses_an_empty_or_repeated_model_list(capsys, tmp_path, models, needle):
+    assert needle in one_line_error(capsys, ["compare", "--models", *models, "--out", str(tmp_path / "c")])
+    assert not (tmp_path / "c").exists()
 
 
 def test_a_checkpoint_from_another_trajectory_layout_is_refused(capsys, ckpt, tmp_path):

@@ -225,31 +225,53 @@ def run_compare(cfg: CompareConfig) -> int:
     from toolssm.evaluate import LengthResult
     from toolssm.models import model_names
 
+    if not cfg.models:
+        raise ValueError("no models to compare: give --models NAME [NAME ...]")
     for m in cfg.models:
         if m not in model_names():
             raise ValueError(f"unknown model {m!r} (choose from: {', '.join(model_names())})")
+        if cfg.models.count(m) > 1:
+            raise ValueError(f"model {m!r} is listed twice in --models: each model has one run folder")
+    if cfg.jobs < 1:
+        raise ValueError(f"bad jobs={cfg.jobs}: must be positive")
     get_task(cfg.task)
     out = Path(cfg.out)
 
+    def demo_args(model: str) -> list[str]:
+        return ["demo", "--model", model, "--out", str(out / model), "--threads", "1", "--task", cfg.task,
+                "--train-size", str(cfg.train_size), "--steps", str(cfg.steps), "--seed", str(cfg.seed),
+                "--n-problems", str(cfg.n_problems), "--no-progress", "--lengths", *cfg.lengths, *cfg.extra]  # fmt: skip
+
+    def done(model: str) -> bool:
+        """True when the model's results are this compare's; False when it has none; refused when another's."""
+        run = out / model
+        if not (run / "eval" / "results.json").is_file():
+            return False
+        stamp = run / "compare.json"
+        if stamp.is_file() and json.loads(stamp.read_text()) == demo_args(model):
+            return True
+        raise ValueError(f"{run} holds {model} results from other settings than this compare's "
+                         f"(see {stamp.name if stamp.is_file() else 'its demo.log'}): choose another --out")  # fmt: skip
+
+    finished = {m: done(m) for m in cfg.models}  # every refusal before any training
+
     def one(model: str) -> tuple[str, float]:
         run = out / model
-        if (run / "eval" / "results.json").is_file():
+        if finished[model]:
             return model, 0.0
-        argv = [sys.executable, "-m", "toolssm.cli", "demo", "--model", model, "--out", str(run), "--threads", "1",
-                "--task", cfg.task, "--train-size", str(cfg.train_size), "--steps", str(cfg.steps), "--seed",
-                str(cfg.seed), "--n-problems", str(cfg.n_problems), "--no-progress", "--lengths", *cfg.lengths,
-                *cfg.extra]  # fmt: skip
+        argv = [sys.executable, "-m", "toolssm.cli", *demo_args(model)]
         run.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         with (run / "demo.log").open("w") as log:
             proc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
         if proc.returncode != 0:
             raise ValueError(f"{model} failed (exit {proc.returncode}); see {run / 'demo.log'}")
+        (run / "compare.json").write_text(json.dumps(demo_args(model)))
         print(f"  {model}: done in {time.perf_counter() - t0:.0f}s", flush=True)
         return model, time.perf_counter() - t0
 
     print(f"comparing {', '.join(cfg.models)} on {cfg.task} (train <= {cfg.train_size}), {cfg.jobs} at a time")
-    with ThreadPoolExecutor(max(1, cfg.jobs)) as pool:
+    with ThreadPoolExecutor(cfg.jobs) as pool:
         list(pool.map(one, cfg.models))
     curves = {}
     for m in cfg.models:
