@@ -181,3 +181,82 @@ def test_demo_rerun_evaluates_its_finished_run_again_and_refuses_another_config(
     assert "from step 2 of 2 (finished: nothing to train)" in out and "demo finished" in out  # evaluated again
     assert (tmp_path / "checkpoint" / "model.safetensors").read_bytes() == weights
     assert "seed=1 here, 2 asked" in one_line_error(capsys, [*argv, "--seed", "2"])
+
+
+@pytest.mark.parametrize("task, text", [("addition", "１+２"), ("addition", "٣+٤"), ("subtraction", "５-３"),
+                                        ("multiplication-x1", "１２*３"), ("hanoi", "(７)(５)"), ("hanoi", "٣ ٢")])
+def test_problems_take_ascii_digits_only(task, text):
+    """Python's \\d and int() take any Unicode digit; the tasks' own digit tokens are 0-9 only."""
+    with pytest.raises(ValueError, match="bad"):
+        get_task(task).parse(text)
+    ascii_text = text.translate({ord(c): str(int(c)) for c in text if c.isdigit()})
+    get_task(task).parse(ascii_text)  # the same problem in ASCII digits is fine
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["train", "--device", "foo"], "bad device 'foo': choose auto, cpu, cuda or cuda:N"),
+        (["train", "--threads", "-1"], "bad threads=-1"),
+        (["train", "--out", ""], "empty --out"),
+        (["train", "--task", "hanoi", "--train-size", "101"], "bad train_size=101: at most 100 disks"),
+        (["train", "--max-len", "1"], "bad max_len=1"),
+        (["demo", "--lengths"], "no sizes to test"),
+        (["demo", "--n-problems", "0"], "bad --n-problems 0"),
+        (["demo", "--eval-batch-size", "0"], "bad --eval-batch-size 0"),
+        (["demo", "--eval-threads", "-1"], "bad threads=-1"),
+        (["reproduce", "fig2-addition", "--set", "steps=x", "--dry-run"], "bad setting steps='x': expected an integer"),
+        (["reproduce", "fig2-addition", "--set", "model.d_model=x", "--dry-run"], "expected an integer or null"),
+        (["reproduce", "fig2-addition", "--n-problems", "0", "--dry-run"], "bad --n-problems 0"),
+        (["reproduce", "fig2-addition", "--device", "foo", "--dry-run"], "bad device 'foo'"),
+    ],
+)
+def test_bad_flags_are_refused_in_one_line_before_any_work(capsys, tmp_path, monkeypatch, argv, needle):
+    monkeypatch.chdir(tmp_path)  # the default run folders would land here
+    assert needle in one_line_error(capsys, argv)
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
+
+
+def test_bad_flags_against_a_real_checkpoint_are_refused_before_any_work(capsys, ckpt, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for argv, needle in [
+        (["eval", "--checkpoint", str(ckpt), "--lengths"], "no sizes to test"),
+        (["eval", "--checkpoint", str(ckpt), "--procs", "0"], "bad --procs 0"),
+        (["eval", "--checkpoint", str(ckpt), "--lengths", "2", "--out", str(afile)], "is a file, not a folder"),
+        (["solve", "--checkpoint", str(ckpt), "--device", "foo", "1+2"], "bad device 'foo'"),
+        (["train", "--out", str(afile / "sub")], "is a file, not a folder"),
+        (["reproduce", "fig2-addition", "--out", str(afile), "--dry-run"], "is a file, not a folder"),
+    ]:
+        assert needle in one_line_error(capsys, argv), argv
+        assert "evaluating" not in capsys.readouterr().out
+    assert afile.read_text() == "x"
+
+
+def test_out_of_memory_is_one_line(capsys, monkeypatch):
+    import toolssm.cli as cli
+
+    def huge(cfg):
+        raise MemoryError
+
+    monkeypatch.setattr(cli, "train", huge)
+    assert "out of memory" in one_line_error(capsys, ["train"])
+
+
+def test_a_checkpoint_with_impossible_sizes_is_reported_as_corrupt(capsys, ckpt, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(ckpt / "checkpoint", bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["model"]["d_model"] = -1
+    (bad / "config.json").write_text(json.dumps(cfg))
+    assert "corrupt checkpoint" in one_line_error(capsys, ["eval", "--checkpoint", str(bad), "--lengths", "2"])
+
+
+@pytest.mark.parametrize("text, needle", [("garbage", "not JSON"), ('{"a": 1}', "not a sweep record"), ("[1]", "not a sweep")])
+def test_report_names_a_bad_record_in_one_line(capsys, tmp_path, text, needle):
+    (tmp_path / "records").mkdir()
+    (tmp_path / "records" / "x.jsonl").write_text(text)
+    msg = one_line_error(capsys, ["report", str(tmp_path)])
+    assert needle in msg and "x.jsonl" in msg

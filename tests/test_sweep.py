@@ -99,7 +99,8 @@ def test_a_sweep_writes_one_record_per_run_and_skips_done_runs(tmp_path):
 
 def test_a_half_written_record_is_not_a_record(tmp_path):
     run = tiny_run()
-    write_atomic(record_path(tmp_path, run), json.dumps({"run_id": "x"}) + "\n")
+    write_atomic(record_path(tmp_path, run), json.dumps({"run_id": "x", "experiment": "t", "row": "lstm",
+                                                         "results": []}) + "\n")  # fmt: skip
     (tmp_path / "records" / f".{run.run_id}.jsonl.123.tmp").write_text('{"run_id": "tru')  # a crash mid-write
     assert [r["run_id"] for r in load_records(tmp_path)] == ["x"]
 

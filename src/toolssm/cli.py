@@ -28,7 +28,7 @@ from toolssm.reproduce import ReproduceConfig, run_reproduce
 from toolssm.runtime import keep_freed_memory
 from toolssm.tasks import get_task
 from toolssm.theory.cli import TheoryConfig, run_theory
-from toolssm.train import TimeLimitReached, TrainConfig, resolve_device, train
+from toolssm.train import TimeLimitReached, TrainConfig, check_out, resolve_device, train
 
 DEFAULT_LENGTHS = ("5", "10", "100", "1000")
 
@@ -92,14 +92,31 @@ class DemoConfig(TrainConfig):
     """torch CPU threads for the evaluation's decoding (training uses ``threads``)"""
 
 
-def _setup(threads: int) -> None:
+def _setup(threads: int, flag: str = "--threads") -> None:
+    if threads < 0:
+        raise ValueError(f"bad {flag} {threads}: must be >= 0 (0: torch's default)")
     if threads:
         torch.set_num_threads(threads)
 
 
+def _check_eval(lengths: tuple[str, ...], n_problems: int, batch_size: int, threads: int, *, flags: str) -> None:
+    """The evaluation's flags, checked before any work (``flags``: how this command spells the batch flag)."""
+    if not lengths:
+        raise ValueError("no sizes to test: give --lengths SIZE [SIZE ...]")
+    if n_problems < 1:
+        raise ValueError(f"bad --n-problems {n_problems}: must be positive")
+    if batch_size < 1:
+        raise ValueError(f"bad {flags} {batch_size}: must be positive")
+    if threads < 0:
+        raise ValueError(f"bad threads={threads}: must be >= 0 (0: torch's default)")
+
+
 def run_eval(cfg: EvalConfig) -> int:
-    if cfg.n_problems < 1 or cfg.batch_size < 1:
-        raise ValueError("n_problems and batch_size must be positive")
+    _check_eval(cfg.lengths, cfg.n_problems, cfg.batch_size, cfg.threads, flags="--batch-size")
+    if cfg.procs < 1:
+        raise ValueError(f"bad --procs {cfg.procs}: must be positive")
+    if cfg.out:
+        check_out(cfg.out)
     _setup(cfg.threads)
     device = resolve_device(cfg.device)
     loaded = load_checkpoint(cfg.checkpoint, device)
@@ -133,7 +150,8 @@ def _report(results, out: Path, *, train_size: int, label: str, task: str, check
 
 def run_solve(cfg: SolveConfig) -> int:
     _setup(1)  # decoding one token at a time: more threads only add overhead
-    loaded = load_checkpoint(cfg.checkpoint, cfg.device)
+    device = resolve_device(cfg.device)
+    loaded = load_checkpoint(cfg.checkpoint, device)
     task = get_task(loaded.task)
     check_task_format(loaded, task)
     problem = task.parse(cfg.problem)
@@ -144,7 +162,7 @@ def run_solve(cfg: SolveConfig) -> int:
         raise ValueError(f"bad max_tokens={budget}: must be positive")
     ep = task.episode(problem, record=cfg.trace, max_tokens=budget)
     t0 = time.perf_counter()
-    (res,) = rollout(loaded.model, loaded.vocab, [ep], device=cfg.device)
+    (res,) = rollout(loaded.model, loaded.vocab, [ep], device=device)
     dt = time.perf_counter() - t0
     verdict = task.verify(problem, res.output)
     if cfg.trace and res.trajectory is not None:
@@ -175,6 +193,7 @@ def _example(task, spec: str) -> str:
 
 def run_demo(cfg: DemoConfig) -> int:
     cfg.validate()
+    _check_eval(cfg.lengths, cfg.n_problems, cfg.eval_batch_size, cfg.eval_threads, flags="--eval-batch-size")
     task = get_task(cfg.task)
     for s in cfg.lengths:
         task.spec_size(s)
@@ -348,6 +367,13 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("TOOLSSM_DEBUG"):
             raise
         print(f"toolssm: error: {e}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as e:  # data or tensors too large to fit; whatever was saved stays saved
+        oom = isinstance(e, MemoryError) or any(m in str(e) for m in ("can't allocate memory", "out of memory"))
+        if not oom or os.environ.get("TOOLSSM_DEBUG"):
+            raise
+        print("toolssm: error: out of memory: a size, batch or model this large does not fit on this machine",
+              file=sys.stderr)  # fmt: skip
         return 2
     except TimeLimitReached as e:  # a checkpoint is saved; the exit status of coreutils' timeout
         print(f"toolssm: {e}", file=sys.stderr)

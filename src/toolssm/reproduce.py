@@ -34,7 +34,7 @@ from toolssm.models import ModelConfig, has_fixed_state
 from toolssm.report import report
 from toolssm.sweep import Run, expand_grid, parse_overrides, record_path, set_dotted, sweep
 from toolssm.tasks import get_task
-from toolssm.train import TrainConfig
+from toolssm.train import TrainConfig, check_device, check_out
 
 #: the paper's synthetic-task grid (App. C). Its printed lr list repeats 0.0005; these are the 6 distinct values.
 PAPER_GRID: dict[str, tuple] = {
@@ -289,6 +289,13 @@ def run_reproduce(cfg: ReproduceConfig) -> int:
     if cfg.experiment not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {cfg.experiment!r} (choose from: {', '.join(EXPERIMENTS)})")
     exp = EXPERIMENTS[cfg.experiment]
+    if cfg.n_problems is not None and cfg.n_problems < 1:
+        raise ValueError(f"bad --n-problems {cfg.n_problems}: must be positive")
+    if cfg.jobs < 1:
+        raise ValueError(f"bad --jobs {cfg.jobs}: must be positive")
+    check_device(cfg.device)
+    if cfg.out:
+        check_out(cfg.out)
     if exp.requires and importlib.util.find_spec(exp.requires) is None:
         raise ValueError(f"{exp.name} is not available yet: it needs {exp.requires}, which is not in this build")
     if exp.command:

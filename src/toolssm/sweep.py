@@ -31,6 +31,8 @@ import platform
 import re
 import subprocess
 import time
+import types
+import typing
 from collections.abc import Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, fields
@@ -133,11 +135,44 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     from toolssm.train import TrainConfig
 
     known, model_known = {f.name for f in fields(TrainConfig)}, {f.name for f in fields(ModelConfig)}
-    for key in out:
+    hints = {**typing.get_type_hints(TrainConfig), **{f"model.{k}": v for k, v in typing.get_type_hints(ModelConfig).items()}}
+    for key, value in out.items():
         top, _, sub = key.partition(".")
         if top not in known or (top == "model") != bool(sub) or (sub and sub not in model_known):
             raise ValueError(f"bad setting {key!r}: not a training config field (see toolssm train --help)")
+        if typing.get_origin(hints[key]) is tuple and isinstance(value, str):
+            out[key] = value = [value]  # mix=addition:0.5 is one entry, not a string of characters
+        if not _fits(value, hints[key]):
+            raise ValueError(f"bad setting {key}={value!r}: expected {_spell(hints[key])}")
     return out
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value can stand for a config field of type ``hint`` (an int for a float too)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is tuple:
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _spell(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_spell(a) for a in args)
+    if origin is tuple:
+        return f"a list of {_spell(args[0])}"
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "text", type(None): "null"}
+    return names.get(hint, str(hint))
 
 
 # -- records ----------------------------------------------------------------------------------------------
@@ -184,11 +219,24 @@ def load_records(root: str | Path) -> list[dict[str, Any]]:
     root = Path(root)
     files = sorted((root / "records").glob("*.jsonl"))
     if files:
-        return [json.loads(f.read_text()) for f in files]
+        return [_record(f.read_text(), f) for f in files]
     agg = root / "results.jsonl"
     if agg.is_file():
-        return [json.loads(line) for line in agg.read_text().splitlines() if line.strip()]
+        return [_record(line, f"{agg}, line {i}") for i, line in enumerate(agg.read_text().splitlines(), 1)
+                if line.strip()]  # fmt: skip
     raise ValueError(f"no records in {root} (expected {root / 'records'}/*.jsonl or {agg})")
+
+
+def _record(text: str, where: Any) -> dict[str, Any]:
+    """One record, or a one-line error naming where it came from."""
+    try:
+        rec = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"bad record in {where}: not JSON ({e})") from None
+    missing = [k for k in ("run_id", "experiment", "row", "results") if not isinstance(rec, dict) or k not in rec]
+    if missing:
+        raise ValueError(f"bad record in {where}: not a sweep record (no {', '.join(missing)})")
+    return rec
 
 
 def aggregate(root: str | Path) -> Path:

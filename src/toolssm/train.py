@@ -115,13 +115,22 @@ class TrainConfig:
         parse_mix(self)
         resolve(self.model)
         self.pretrained_arch()
-        if self.max_len < 0:
-            raise ValueError(f"bad max_len={self.max_len}: must be >= 0")
+        if self.max_len < 0 or self.max_len == 1:
+            raise ValueError(f"bad max_len={self.max_len}: 0 (no crop) or at least 2 (a token and its next)")
+        if self.threads < 0:
+            raise ValueError(f"bad threads={self.threads}: must be >= 0 (0: torch's default)")
+        check_device(self.device)
+        check_out(self.out)
         if not self.time_limit >= 0:
             raise ValueError(f"bad time_limit={self.time_limit}: must be >= 0 seconds (0: none)")
         for name in ("train_size", "steps", "batch_size", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"bad {name}={getattr(self, name)}: must be positive")
+        if not self.data:  # the largest size drawn must be one the task has (e.g. Hanoi: at most 100 disks)
+            try:
+                get_task(self.task).spec_size(str(self.train_size))
+            except ValueError as e:
+                raise ValueError(f"bad train_size={self.train_size}: {str(e).split(': ', 1)[-1]}") from None
         if self.lr <= 0 or self.min_lr < 0 or self.warmup < 0 or self.grad_clip < 0 or self.weight_decay < 0:
             raise ValueError("bad optimizer setting: lr must be positive; min_lr, warmup, grad_clip, weight_decay >= 0")
 
@@ -144,10 +153,31 @@ class TrainConfig:
         return arch
 
 
+def check_device(name: str) -> None:
+    """A one-line error for a device string torch cannot parse (``auto`` is ours)."""
+    if name != "auto":
+        try:
+            torch.device(name)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"bad device {name!r}: choose auto, cpu, cuda or cuda:N") from None
+
+
+def check_out(out: str, flag: str = "--out") -> None:
+    """A one-line error, before any work, for an output folder that cannot be one."""
+    if not out:
+        raise ValueError(f"empty {flag}: give a folder (it is created if missing)")
+    for parent in (Path(out), *Path(out).parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"bad {flag} {out}: {parent} is a file, not a folder")
+            break
+
+
 def resolve_device(name: str) -> torch.device:
     """auto, cpu or cuda[:i] -> the device; a one-line error when CUDA is asked for and absent. On CUDA, float32
     matrix products may use TF32 (as nanoGPT does): faster on Ampere and Hopper, while every elementwise state
     update (the scans, the gates) stays in float32."""
+    check_device(name)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():

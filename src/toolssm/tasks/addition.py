@@ -28,7 +28,7 @@ from toolssm.tools.pointer import PointerMemory, command, walk_right
 DIGITS = tuple("0123456789")
 _DIGIT_SET = frozenset(DIGITS)
 CARRY = ("c0", "c1")
-_PROBLEM = re.compile(r"^\s*(\d+)\s*\+\s*(\d+)\s*=?\s*$")
+_PROBLEM = re.compile(r"^\s*(\d+)\s*\+\s*(\d+)\s*=?\s*$", re.ASCII)
 
 
 @dataclass(frozen=True)

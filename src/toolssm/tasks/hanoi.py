@@ -204,9 +204,9 @@ class _Hanoi(Task):
             t, src, dst = m.group(1), m.group(2), m.group(3)
             if src == dst:
                 raise ValueError(f"bad Hanoi problem {text!r}: the source and target rods must differ")
-        if re.fullmatch(r"(\s*\(\s*\d+\s*\)\s*)+", t):
-            sizes = [int(x) for x in re.findall(r"\d+", t)]
-        elif re.fullmatch(r"\d+([\s,]+\d+)*", t):
+        if re.fullmatch(r"(\s*\(\s*\d+\s*\)\s*)+", t, re.ASCII):
+            sizes = [int(x) for x in re.findall(r"\d+", t, re.ASCII)]
+        elif re.fullmatch(r"\d+([\s,]+\d+)*", t, re.ASCII):
             sizes = [int(x) for x in re.split(r"[\s,]+", t)]
         else:
             raise ValueError(f"bad Hanoi problem {text!r}: expected disk sizes bottom to top, e.g. (7)(5)(2)")

@@ -47,7 +47,7 @@ N_INPUTS = 3
 PARENT = "<-"
 OPS = ("and", "or")
 VALUES = ("True", "False")
-_LABEL = re.compile(r"^v(0|[1-9]\d{0,2})$")
+_LABEL = re.compile(r"^v(0|[1-9]\d{0,2})$", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,7 @@ class LogicGraph(Task):
                 nodes.append(Node(name, value=rhs[0] == "True"))
             else:
                 op, args = _operands(words)
-                ok = re.fullmatch(r"(not )?v\d+( (and|or) (not )?v\d+)?", " ".join(rhs))
+                ok = re.fullmatch(r"(not )?v\d+( (and|or) (not )?v\d+)?", " ".join(rhs), re.ASCII)
                 if not ok or len({a for _, a in args}) != len(args):
                     raise bad
                 for _, a in args:

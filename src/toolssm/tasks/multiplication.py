@@ -41,7 +41,7 @@ from toolssm.tools.pointer import PointerMemory, command, walk_right
 _DIGIT_SET = frozenset(DIGITS)
 CARRY = tuple(f"c{k}" for k in range(9))  # 9 * 9 + 8 = 89: a row's carry is at most 8
 TIMES = "*"
-_PROBLEM = re.compile(r"^\s*(\d+)\s*[*x×]\s*(\d+)\s*=?\s*$")
+_PROBLEM = re.compile(r"^\s*(\d+)\s*[*x×]\s*(\d+)\s*=?\s*$", re.ASCII)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from toolssm.tools.pointer import PointerMemory, command, walk_right
 
 _DIGIT_SET = frozenset(DIGITS)
 BORROW = ("b0", "b1")
-_PROBLEM = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*=?\s*$")
+_PROBLEM = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*=?\s*$", re.ASCII)
 
 
 @dataclass(frozen=True)
