@@ -111,7 +111,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
         config = json.loads((ckpt / "config.json").read_text())
         vocab = Vocab(config["vocab"])
         model = build_model(config["arch"], len(vocab), config["model"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, RuntimeError) as e:  # RuntimeError: torch on bad sizes
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, RuntimeError) as e:  # Runtime: bad sizes
         raise CheckpointError(f"corrupt checkpoint {ckpt}: bad config.json ({type(e).__name__}: {e})") from None
     try:
         state = load_file(ckpt / "model.safetensors")
