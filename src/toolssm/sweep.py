@@ -135,7 +135,8 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     from toolssm.train import TrainConfig
 
     known, model_known = {f.name for f in fields(TrainConfig)}, {f.name for f in fields(ModelConfig)}
-    hints = typing.get_type_hints(TrainConfig) | {f"model.{k}": v for k, v in typing.get_type_hints(ModelConfig).items()}
+    model_hints = {f"model.{k}": v for k, v in typing.get_type_hints(ModelConfig).items()}
+    hints = typing.get_type_hints(TrainConfig) | model_hints
     for key, value in out.items():
         top, _, sub = key.partition(".")
         if top not in known or (top == "model") != bool(sub) or (sub and sub not in model_known):
