@@ -102,7 +102,9 @@ def test_compare_trains_each_model_resumes_and_writes_one_table(capsys, tmp_path
     assert (out / "table.md").read_bytes() == before  # and nothing was rewritten
 
 
-@pytest.mark.parametrize("models, needle", [([], "no models to compare"), (["lstm", "lstm"], "listed twice")])
+@pytest.mark.parametrize("models, needle", [([], "no models to compare"), (["lstm", "lstm"], "listed twice"),
+                                            (["lstm", "--lengths", "x"], "bad size 'x'"),
+                                            (["lstm", "--train-size", "0"], "bad train_size=0")])
 def test_compare_refuses_an_empty_or_repeated_model_list(capsys, tmp_path, models, needle):
     assert needle in one_line_error(capsys, ["compare", "--models", *models, "--out", str(tmp_path / "c")])
     assert not (tmp_path / "c").exists()

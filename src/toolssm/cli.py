@@ -253,7 +253,11 @@ def run_compare(cfg: CompareConfig) -> int:
             raise ValueError(f"model {m!r} is listed twice in --models: each model has one run folder")
     if cfg.jobs < 1:
         raise ValueError(f"bad jobs={cfg.jobs}: must be positive")
-    get_task(cfg.task)
+    check_out(cfg.out)
+    _check_eval(cfg.lengths, cfg.n_problems, 1, 0, flags="--batch-size")
+    DemoConfig(task=cfg.task, train_size=cfg.train_size, steps=cfg.steps).validate()  # each model's demo, checked
+    for s in cfg.lengths:
+        get_task(cfg.task).spec_size(s)
     out = Path(cfg.out)
 
     def demo_args(model: str) -> list[str]:
