@@ -304,3 +304,21 @@ def test_eval_reads_the_trained_size_from_the_stored_trajectories(tmp_path):
     assert _trained_size({"data": str(data), "train_size": 5}, 16) == 12  # train_size is unused with data
     assert _trained_size({"data": str(tmp_path / "gone.jsonl"), "train_size": 5}, 16) == 5
     assert _trained_size({}, 16) == 16
+
+
+def test_bad_training_data_is_named_in_one_line(records, bpe, tmp_path):
+    task = get_task("codefix")
+    bpe.save(tmp_path)
+    good = json.dumps(records["interactive"][0])
+    cases = [
+        ("missing.jsonl", None, "no trajectories at .*missing.jsonl: the path does not exist"),
+        ("notjson.jsonl", f"{good}\n{{oops\n", "notjson.jsonl, line 2: not JSON"),
+        ("norole.jsonl", '{"messages": [{"content": "hi"}]}\n', "norole.jsonl, line 1: not a mini-SWE-agent"),
+        ("empty.jsonl", '{"messages": [{"role": "user"}]}\n', "no usable trajectories"),  # nothing to learn from
+    ]
+    for name, text, needle in cases:
+        if text is not None:
+            (tmp_path / name).write_text(text)
+        task.bpe = None
+        with pytest.raises(ValueError, match=needle):
+            task.load_data(tmp_path / name)

@@ -78,12 +78,16 @@ class Codefix(Task):
         tokenized with the task's tokenizer if it has one (a pretrained checkpoint's: `adopt_tokenizer`), else
         with ``tokenizer.json`` next to the file (or inside the folder)."""
         path = Path(path)
+        if not path.exists():
+            raise ValueError(f"no trajectories at {path}: the path does not exist")
         if self.bpe is None:
             self.load_assets(path if path.is_dir() else path.parent)
         records = paper_filter(read_records(path)) if self.filter_data else read_records(path)
-        if not records:
+        trajs = [to_trajectory(r, self.bpe) for r in records]
+        trajs = [t for t in trajs if any(t.loss_mask()[1:])]  # a record with nothing to learn from is left out
+        if not trajs:
             raise ValueError(f"no usable trajectories in {path}")
-        return [to_trajectory(r, self.bpe) for r in records]
+        return trajs
 
     # -- problems -----------------------------------------------------------------------------------
     def make_tool(self) -> ShellTool:

@@ -129,14 +129,19 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise ValueError(f"no trajectories at {path}")
     text = path.read_text()
-    records = (
-        [json.loads(text)]
-        if path.suffix == ".json"
-        else [json.loads(line) for line in text.splitlines() if line.strip()]
-    )
-    for r in records:
-        if not isinstance(r, dict) or not isinstance(r.get("messages"), list):
-            raise ValueError(f"{path}: not a mini-SWE-agent trajectory (expected a 'messages' list)")  # noqa: TRY004
+    lines = [(0, text)] if path.suffix == ".json" else [(i, x) for i, x in enumerate(text.splitlines(), 1) if x.strip()]
+    records = []
+    for i, line in lines:
+        where = f"{path}, line {i}" if i else str(path)
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where}: not JSON ({e})") from None
+        msgs = r.get("messages") if isinstance(r, dict) else None
+        if not isinstance(msgs, list) or not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in msgs):
+            raise ValueError(f"{where}: not a mini-SWE-agent trajectory (expected a 'messages' list of "
+                             f"{{'role': ..., 'content': ...}})")  # fmt: skip
+        records.append(r)
     return records
 
 
