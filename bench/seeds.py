@@ -28,7 +28,7 @@ from toolssm.checkpoint import load_checkpoint
 from toolssm.evaluate import evaluate
 from toolssm.tasks import get_task
 seed, out, lengths, n, extra = int(sys.argv[1]), sys.argv[2], sys.argv[3].split(','), int(sys.argv[4]), sys.argv[5:]
-cfg = tyro.cli(TrainConfig, args=[*extra, '--seed', str(seed), '--out', out, '--no-progress'])
+cfg = tyro.cli(TrainConfig, args=[*extra, '--seed', str(seed), '--out', out, '--no-progress', '--resume'])
 t0 = time.perf_counter(); ckpt = train(cfg); t_train = time.perf_counter() - t0
 L = load_checkpoint(ckpt)
 res = evaluate(L.model, get_task(cfg.task), L.vocab, lengths, n_problems=n, progress=False)

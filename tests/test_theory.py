@@ -251,12 +251,30 @@ def test_theory_cli_prints_tables_and_saves_plots(capsys, tmp_path):
         (["theory", "--machines", "nope"], "unknown machine 'nope'"),
         (["theory", "--eps", "2"], "strictly between 0 and 1"),
         (["theory", "--parts", "x"], "bad parts"),
+        (["theory", "--machines"], "no machines for Theorem 2.2"),
+        (["theory", "--train-steps", "-1"], "bad train_steps=-1"),
+        (["theory", "--gssm-tasks", "nope"], "unknown task 'nope'"),
+        (["theory", "--gssm-tasks", "hanoi"], "bad --gssm-tasks hanoi"),
     ],
 )
-def test_theory_cli_bad_input_is_one_line(capsys, argv, needle):
-    assert main(argv) == 2
+def test_theory_cli_bad_input_is_one_line(capsys, tmp_path, argv, needle):
+    assert main([*argv, "--out", str(tmp_path / "th")]) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1
+    assert not (tmp_path / "th").exists()  # refused before the Turing part wrote anything
+
+
+def test_theory_refuses_a_checkpoint_of_another_task_and_reruns_on_its_trained_models(capsys, tmp_path):
+    hanoi = tmp_path / "hanoi"
+    assert main(["train", "--task", "hanoi", "--train-size", "2", "--steps", "1", "--batch-size", "1",
+                 "--model.d-model", "8", "--model.n-layers", "1", "--no-progress", "--out", str(hanoi)]) == 0  # fmt: skip
+    assert main(["theory", "--parts", "gssm", "--checkpoints", f"h={hanoi}", "--out", str(tmp_path / "th")]) == 2
+    assert "is for task hanoi: Theorem 2.1 is about n-digit addition" in capsys.readouterr().err
+    argv = ["theory", "--parts", "gssm", "--gssm-tasks", "addition-reversed", "--train-steps", "2", "--sizes", "1",
+            "--gssm-problems", "1", "--out", str(tmp_path / "th")]  # fmt: skip
+    assert main(argv) == 0
+    assert main(argv) == 0  # the rerun continues its finished quick model instead of refusing the folder
+    assert "from step 2 of 2 (finished: nothing to train)" in capsys.readouterr().out
 
 
 def test_a_learner_stopped_by_the_token_budget_is_truncated_not_crashed():

@@ -85,6 +85,39 @@ def _validate(cfg: TheoryConfig) -> None:
         raise ValueError("scales, sizes and bits must be positive")
     if set(cfg.parts) - {"turing", "gssm"} or not cfg.parts:
         raise ValueError(f"bad parts {' '.join(cfg.parts)}: choose from turing, gssm")
+    if "turing" in cfg.parts and not cfg.machines:
+        raise ValueError("no machines for Theorem 2.2: give --machines NAME [NAME ...]")
+    if cfg.train_steps < 0:
+        raise ValueError(f"bad train_steps={cfg.train_steps}: must be >= 0 (0: no measured curves)")
+    if "gssm" in cfg.parts:  # checked before the Turing part runs, so a refusal leaves the folder as it was
+        _check_addition(cfg)
+
+
+def _check_addition(cfg: TheoryConfig) -> None:
+    """Theorem 2.1 is about n-digit addition: its models must be of an addition task."""
+    import json
+
+    from toolssm.checkpoint import find_checkpoint
+    from toolssm.tasks import get_task
+
+    def addition(task: str) -> bool:
+        return task.split("-")[0] == "addition"
+
+    for c in cfg.checkpoints:
+        path = c.rpartition("=")[2]
+        try:
+            task = json.loads((find_checkpoint(path) / "config.json").read_text())["task"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"corrupt checkpoint {path}: bad config.json ({e})") from None
+        if not addition(task):
+            raise ValueError(f"checkpoint {path} is for task {task}: Theorem 2.1 is about n-digit addition, so it "
+                             f"takes addition checkpoints (addition-reversed, addition-calculator, ...)")  # fmt: skip
+    if not cfg.checkpoints and cfg.train_steps:
+        for t in cfg.gssm_tasks:
+            get_task(t)  # an unknown name: a one-line error
+            if not addition(t):
+                raise ValueError(f"bad --gssm-tasks {t}: Theorem 2.1 trains on addition tasks (addition-reversed, "
+                                 f"addition-calculator, ...)")  # fmt: skip
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -194,7 +227,8 @@ def _models(cfg: TheoryConfig, say) -> dict[str, Path]:
         run_dir = Path(cfg.out) / "gssm" / task
         t0 = time.perf_counter()
         tc = TrainConfig(task=task, steps=cfg.train_steps, out=str(run_dir), seed=cfg.seed, progress=cfg.progress,
-                         threads=1, save_every=cfg.train_steps, device="cpu")  # fmt: skip
+                         threads=1, save_every=cfg.train_steps, device="cpu", resume=True)  # fmt: skip
+        # resume: a rerun finds its models trained; other --train-steps or --seed are refused, naming them
         out[task] = train(tc)
         say(f"   trained lstm on {task} for {cfg.train_steps} steps in {time.perf_counter() - t0:.0f}s")
     return out
