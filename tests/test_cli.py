@@ -47,6 +47,9 @@ def test_bad_sizes_and_problems_against_a_real_checkpoint(capsys, ckpt):
     assert "bad size '-5'" in one_line_error(capsys, ["eval", "--checkpoint", str(ckpt), "--lengths", "-5"])
     assert "bad size '<=x'" in one_line_error(capsys, ["eval", "--checkpoint", str(ckpt), "--lengths", "3", "<=x"])
     assert "bad addition problem" in one_line_error(capsys, ["solve", "--checkpoint", str(ckpt), "12-3"])
+    assert "bad size '3+' for task addition" in one_line_error(capsys, ["eval", "--checkpoint", str(ckpt), "--lengths",
+                                                                         "3+"])  # fmt: skip
+    assert "the problem, e.g. 123+4567" in one_line_error(capsys, ["solve", "--checkpoint", str(ckpt)])
 
 
 @pytest.mark.parametrize("victim", ["model.safetensors", "config.json"])

@@ -330,6 +330,8 @@ def _one_line(captured: str) -> str:
         return "bad command line (see --help)"
     body = [ln for ln in lines[1:] if not ln.lower().startswith(("usage", "for full helptext", "argument helptext"))]
     msg = body[0] if body else lines[0]
+    if msg.endswith(":") and len(body) > 1:  # "Missing from toolssm solve:" names what below it
+        msg = f"{msg} {' '.join(body[1:3])}"
     return f"{msg} (see --help)"
 
 

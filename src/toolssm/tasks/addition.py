@@ -92,7 +92,10 @@ class Addition(Task):
         parts = spec.split("+")
         if len(parts) > 2:
             raise ValueError(f"bad size {spec!r} for task addition: expected N or N1+N2")
-        return max(super(Addition, self).parse_spec(p) for p in parts)
+        try:
+            return max(super(Addition, self).parse_spec(p) for p in parts)
+        except ValueError:
+            raise ValueError(f"bad size {spec!r} for task addition: expected N or N1+N2 (positive)") from None
 
     def sample_eval(self, rng: random.Random, spec: str) -> AdditionProblem:
         self.parse_spec(spec)
