@@ -259,6 +259,12 @@ def test_a_checkpoint_with_impossible_sizes_is_reported_as_corrupt(capsys, ckpt,
     assert "corrupt checkpoint" in one_line_error(capsys, ["eval", "--checkpoint", str(bad), "--lengths", "2"])
 
 
+def test_report_refuses_an_empty_results_file(capsys, tmp_path):
+    (tmp_path / "results.jsonl").write_text("")
+    assert "results.jsonl is empty" in one_line_error(capsys, ["report", str(tmp_path)])
+    assert not (tmp_path / "report.md").exists()
+
+
 @pytest.mark.parametrize("text, needle", [("garbage", "not JSON"), ('{"a": 1}', "not a sweep record"), ("[1]", "not a sweep")])
 def test_report_names_a_bad_record_in_one_line(capsys, tmp_path, text, needle):
     (tmp_path / "records").mkdir()

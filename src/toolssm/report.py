@@ -210,10 +210,13 @@ def report(root: str | Path, *, generalize: float = 0.9, plots: bool = True) -> 
         p for p in root.iterdir() if p.is_dir() and ((p / "records").is_dir() or (p / "results.jsonl").is_file())
     ) if root.is_dir() else []  # fmt: skip
     if not folders:
-        raise ValueError(f"no sweep records under {root}")
+        why = "the path does not exist" if not root.exists() else "expected records/ or results.jsonl in it or below"
+        raise ValueError(f"no sweep records under {root}: {why}")
     texts, files = [], []
     for folder in folders:
         records = _order(load_records(folder), folder)
+        if not records:
+            raise ValueError(f"no sweep records in {folder}: its results.jsonl is empty")
         plan = folder / "sweep.json"
         planned = len(json.loads(plan.read_text())) if plan.is_file() else None
         rows = summarize(records, generalize=generalize)

@@ -131,6 +131,8 @@ class TrainConfig:
                 get_task(self.task).spec_size(str(self.train_size))
             except ValueError as e:
                 raise ValueError(f"bad train_size={self.train_size}: {str(e).split(': ', 1)[-1]}") from None
+        if not all(math.isfinite(x) for x in (self.lr, self.min_lr, self.grad_clip, self.weight_decay)):
+            raise ValueError("bad optimizer setting: lr, min_lr, grad_clip and weight_decay must be finite numbers")
         if self.lr <= 0 or self.min_lr < 0 or self.warmup < 0 or self.grad_clip < 0 or self.weight_decay < 0:
             raise ValueError("bad optimizer setting: lr must be positive; min_lr, warmup, grad_clip, weight_decay >= 0")
 
