@@ -33,7 +33,6 @@ import math
 import os
 import random
 import signal
-import sys
 import threading
 import time
 import warnings
@@ -362,8 +361,10 @@ class _Stop:
         if self.signal and signum == signal.SIGINT:
             raise KeyboardInterrupt  # the second Ctrl-C: abort now, without a checkpoint at this step
         if not self.signal:
-            print(f"toolssm: {signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
-                  f"(Ctrl-C again aborts at once)", file=sys.stderr, flush=True)  # fmt: skip
+            # os.write, not print: the handler may run while tqdm is inside a write to sys.stderr, and a buffered
+            # write re-entered from a handler raises RuntimeError
+            os.write(2, f"\ntoolssm: {signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
+                        f"(Ctrl-C again aborts at once)\n".encode())  # fmt: skip
             signal.setitimer(signal.ITIMER_REAL, self.GRACE)
         self.signal = signum
 
