@@ -228,7 +228,7 @@ def plan(exp: Experiment, scale: str, *, rows: tuple[str, ...] = (), seeds: tupl
                     n_problems=n_problems or (20 if scale == "cpu" else 100),
                     stop_below=0.05 if scale == "cpu" else None, cost=_cost(row.arch, train), scale=scale,
                     eval_batch_size=_eval_batch(train) if scale == "cpu" else 100,
-                    time_limit=CPU_EVAL_LIMIT if scale == "cpu" else None,
+                    eval_time_limit=CPU_EVAL_LIMIT if scale == "cpu" else None,
                 ))  # fmt: skip
     return runs
 

@@ -66,8 +66,9 @@ class Run:
     eval_seed: int = 1234
     stop_below: float | None = None
     """skip the larger sizes once answer accuracy is below this (cost cap for models that already failed)"""
-    time_limit: float | None = None
-    """per size: no new evaluation batch starts after this many seconds (the record's n says how many ran)"""
+    eval_time_limit: float | None = None
+    """per size: no new evaluation batch starts after this many seconds (the record's n says how many ran); not
+    the training's ``time_limit``"""
     cost: float = 1.0
     """a relative wall-time hint: longer runs start first"""
     scale: str = "cpu"
@@ -78,7 +79,7 @@ class Run:
 
     @property
     def run_id(self) -> str:
-        key = {k: v for k, v in asdict(self).items() if k not in ("cost", "scale", "time_limit")}
+        key = {k: v for k, v in asdict(self).items() if k not in ("cost", "scale", "eval_time_limit")}
         key["train"] = {k: v for k, v in self.train.items() if k not in NOT_RESULT}
         digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()[:10]
         label = re.sub(r"[^A-Za-z0-9_.=-]+", "_", "-".join(x for x in (self.panel, self.row) if x))
@@ -273,14 +274,14 @@ def execute(run: Run, root: str | Path, commit: str = "", jobs: int = 1) -> dict
     results = evaluate(
         loaded.model, task, loaded.vocab, run.lengths, n_problems=run.n_problems, seed=run.eval_seed,
         batch_size=run.eval_batch_size, device=device, progress=False, stop_below=run.stop_below,
-        time_limit=run.time_limit,
+        time_limit=run.eval_time_limit,
     )  # fmt: skip
     done = {r.spec for r in results}
     record = {
         "run_id": run.run_id, "experiment": run.experiment, "panel": run.panel, "row": run.row,
         "scale": run.scale, "task": cfg.task, "arch": cfg.model.arch, "train_size": cfg.train_size,
         "seed": cfg.seed, "config": run.train, "lengths": list(run.lengths), "n_problems": run.n_problems,
-        "eval_seed": run.eval_seed, "stop_below": run.stop_below, "time_limit": run.time_limit,
+        "eval_seed": run.eval_seed, "stop_below": run.stop_below, "eval_time_limit": run.eval_time_limit,
         "params": _n_params(loaded.model),
         "results": [asdict(r) for r in results], "skipped": [s for s in run.lengths if s not in done],
         "train_s": round(t_train, 2), "eval_s": round(time.perf_counter() - t0 - t_train, 2),
