@@ -105,13 +105,24 @@ def find_checkpoint(path: str | Path) -> Path:
     raise CheckpointError(f"no checkpoint at {path}: expected config.json and model.safetensors in it")
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loaded:
+def read_config(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint folder (as `find_checkpoint`) and its config.json, without loading any weights."""
     ckpt = find_checkpoint(path)
     try:
         config = json.loads((ckpt / "config.json").read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"corrupt checkpoint {ckpt}: bad config.json ({type(e).__name__}: {e})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"corrupt checkpoint {ckpt}: bad config.json (not an object)")
+    return ckpt, config
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loaded:
+    ckpt, config = read_config(path)
+    try:
         vocab = Vocab(config["vocab"])
         model = build_model(config["arch"], len(vocab), config["model"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, RuntimeError) as e:  # Runtime: bad sizes
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # RuntimeError: impossible sizes
         raise CheckpointError(f"corrupt checkpoint {ckpt}: bad config.json ({type(e).__name__}: {e})") from None
     try:
         state = load_file(ckpt / "model.safetensors")

@@ -92,9 +92,7 @@ class DemoConfig(TrainConfig):
     """torch CPU threads for the evaluation's decoding (training uses ``threads``)"""
 
 
-def _setup(threads: int, flag: str = "--threads") -> None:
-    if threads < 0:
-        raise ValueError(f"bad {flag} {threads}: must be >= 0 (0: torch's default)")
+def _setup(threads: int) -> None:
     if threads:
         torch.set_num_threads(threads)
 

@@ -43,7 +43,7 @@ import torch
 
 from toolssm.models import ModelConfig
 from toolssm.runtime import freed_memory_kept, keep_freed_memory
-from toolssm.train import RUNTIME_FIELDS, TimeLimitReached
+from toolssm.train import RUNTIME_FIELDS, TimeLimitReached, TrainConfig, resolve_device, train
 
 #: TrainConfig fields that do not change the result (where it goes, how it reports); left out of run ids
 NOT_RESULT = RUNTIME_FIELDS
@@ -85,9 +85,7 @@ class Run:
         label = re.sub(r"[^A-Za-z0-9_.=-]+", "_", "-".join(x for x in (self.panel, self.row) if x))
         return f"{label}-s{self.seed}-{digest}"
 
-    def train_config(self, out: Path):
-        from toolssm.train import TrainConfig
-
+    def train_config(self, out: Path) -> TrainConfig:
         kw = {k: v for k, v in self.train.items() if k != "model"}
         kw["mix"] = tuple(kw.get("mix", ()))
         cfg = TrainConfig(**kw, model=ModelConfig(**self.train.get("model", {})))
@@ -133,8 +131,6 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
             out[key] = json.loads(raw)
         except json.JSONDecodeError:
             out[key] = raw
-    from toolssm.train import TrainConfig
-
     known, model_known = {f.name for f in fields(TrainConfig)}, {f.name for f in fields(ModelConfig)}
     model_hints = {f"model.{k}": v for k, v in typing.get_type_hints(ModelConfig).items()}
     hints = typing.get_type_hints(TrainConfig) | model_hints
@@ -258,7 +254,6 @@ def execute(run: Run, root: str | Path, commit: str = "", jobs: int = 1) -> dict
     from toolssm.checkpoint import load_checkpoint
     from toolssm.evaluate import evaluate
     from toolssm.tasks import get_task
-    from toolssm.train import resolve_device, train
 
     root = Path(root)
     path = record_path(root, run)

@@ -48,6 +48,7 @@ from toolssm.checkpoint import (
     find_checkpoint,
     load_checkpoint,
     load_train_state,
+    read_config,
     save_checkpoint,
     task_format,
 )
@@ -298,13 +299,10 @@ def init_distributed(device_name: str) -> tuple[int, int, torch.device | None]:
     return dist.get_rank(), dist.get_world_size(), device
 
 
-def _describe(out: Path) -> str:
-    """'lstm on addition, step 3 of 6' for the checkpoint in ``out`` (what a refusal names)."""
-    try:
-        c = json.loads((find_checkpoint(out) / "config.json").read_text())
-        return f"{c['arch']} on {c['task']}, step {c['step']} of {c['train']['steps']}"
-    except Exception:  # noqa: BLE001  (a description only: a damaged config is reported when it is loaded)
-        return "unreadable config.json"
+def _describe(config: dict) -> str:
+    """'lstm on addition, step 3 of 6' for a checkpoint's config (what a refusal names)."""
+    train = config.get("train") or {}
+    return f"{config.get('arch')} on {config.get('task')}, step {config.get('step')} of {train.get('steps')}"
 
 
 def _check_resumable(out: Path, loaded, cfg: TrainConfig, arch: str, model_kwargs: dict, vocab: Vocab) -> None:
@@ -323,7 +321,7 @@ def _check_resumable(out: Path, loaded, cfg: TrainConfig, arch: str, model_kwarg
         if not diff:
             return
         pairs = ", ".join(f"{k}={saved[k]!r} here, {now[k]!r} asked" for k in diff)
-    raise ValueError(f"cannot resume {out} ({_describe(out)}): {pairs}; pass the same settings, or choose "
+    raise ValueError(f"cannot resume {out} ({_describe(loaded.config)}): {pairs}; pass the same settings, or choose "
                      f"another --out")  # fmt: skip
 
 
@@ -401,11 +399,10 @@ def fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
     else:
         arch, model_kwargs = cfg.model.arch, resolve(cfg.model)
     out = Path(cfg.out)
-    held = any((out / d / "config.json").is_file() for d in ("checkpoint", "checkpoint.prev"))
-    if held and not cfg.resume:  # before anything is written: the run there is not replaced without a word
-        raise ValueError(f"{out} already holds a checkpoint ({_describe(out)}): pass --resume to continue it, "
-                         f"or choose another --out")  # fmt: skip
-    resuming = held
+    resuming = any((out / d / "config.json").is_file() for d in ("checkpoint", "checkpoint.prev"))
+    if resuming and not cfg.resume:  # before anything is written: the run there is not replaced without a word
+        raise ValueError(f"{out} already holds a checkpoint ({_describe(read_config(out)[1])}): pass --resume to "
+                         f"continue it, or choose another --out")  # fmt: skip
 
     torch.manual_seed(cfg.seed)
     if cfg.init_from and not resuming:  # the pretrained weights, in our vocabulary's order
@@ -458,6 +455,7 @@ def fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
     model.train()
     t0, n_tok = time.perf_counter(), 0
     ckpt = find_checkpoint(out) if start else None
+    why = 0  # why training stops early: 1 time limit, 2 signal (_Stop.poll)
     with _Stop(cfg.time_limit, t0) as stop:
         for step in range(start, cfg.steps):
             lr = lr_at(step, cfg)
@@ -495,24 +493,22 @@ def fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
             if lead and ((step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps):
                 ckpt = save(step + 1)
             # every rank decides from the same all-reduced flags, so all stop at the same step
-            why = stop.poll() if world == 1 else (0 if not totals[2] else 2 if totals[2] > world else 1)
-            if why and step + 1 < cfg.steps:
+            if step + 1 < cfg.steps:  # after the last step there is nothing left to stop
+                why = stop.poll() if world == 1 else (0 if not totals[2] else 2 if totals[2] > world else 1)
+            if why:
                 if lead and (step + 1) % cfg.save_every:
                     ckpt = save(step + 1)
-                bar.close()
-                if log is not None:
-                    log.close()
-                if world > 1:
-                    dist.barrier()  # the checkpoint is on disk before any rank leaves
-                at = f"at step {step + 1} of {cfg.steps}; checkpoint saved in {out}: rerun with --resume to continue"
-                if why == 2:
-                    raise KeyboardInterrupt(f"stopped {at}")
-                raise TimeLimitReached(f"time limit ({cfg.time_limit:g} s of training) reached {at}")
+                break
     bar.close()
     if log is not None:
         log.close()
     if world > 1:
-        dist.barrier()  # the last checkpoint is on disk before any rank returns
+        dist.barrier()  # the last checkpoint is on disk before any rank returns (or stops)
+    if why:
+        at = f"at step {step + 1} of {cfg.steps}; checkpoint saved in {out}: rerun with --resume to continue"
+        if why == 2:
+            raise KeyboardInterrupt(f"stopped {at}")
+        raise TimeLimitReached(f"time limit ({cfg.time_limit:g} s of training) reached {at}")
     if ckpt is None:  # nothing to do (resumed at the last step), or not the writing rank
         ckpt = find_checkpoint(out)
     return ckpt, model

@@ -95,9 +95,7 @@ def _validate(cfg: TheoryConfig) -> None:
 
 def _check_addition(cfg: TheoryConfig) -> None:
     """Theorem 2.1 is about n-digit addition: its models must be of an addition task."""
-    import json
-
-    from toolssm.checkpoint import find_checkpoint
+    from toolssm.checkpoint import read_config
     from toolssm.tasks import get_task
 
     def addition(task: str) -> bool:
@@ -105,10 +103,7 @@ def _check_addition(cfg: TheoryConfig) -> None:
 
     for c in cfg.checkpoints:
         path = c.rpartition("=")[2]
-        try:
-            task = json.loads((find_checkpoint(path) / "config.json").read_text())["task"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"corrupt checkpoint {path}: bad config.json ({e})") from None
+        task = str(read_config(path)[1].get("task"))
         if not addition(task):
             raise ValueError(f"checkpoint {path} is for task {task}: Theorem 2.1 is about n-digit addition, so it "
                              f"takes addition checkpoints (addition-reversed, addition-calculator, ...)")  # fmt: skip
