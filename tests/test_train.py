@@ -165,10 +165,8 @@ def test_a_step_that_outlasts_the_grace_after_a_signal_is_aborted(tmp_path, monk
 
     monkeypatch.setattr(train_mod, "make_batch", stuck)
     monkeypatch.setattr(train_mod._Stop, "GRACE", 0.2)
-    t0 = time.monotonic()
     with pytest.raises(KeyboardInterrupt, match="did not end within 0.2 s of the signal"):
         train(tiny_cfg(tmp_path))
-    assert time.monotonic() - t0 < 20
     assert not (tmp_path / "checkpoint").exists()
     assert signal.getsignal(signal.SIGALRM) is signal.SIG_DFL and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
 
