@@ -53,3 +53,14 @@ def test_evaluate_scores_training_draws_with_a_real_model():
     assert 0 <= r.answer_acc <= 1 and r.token_acc is not None
     with pytest.raises(ValueError, match="bad size '<=0'"):
         evaluate(model, task, task.vocab(), ["3", "<=0"], n_problems=1, progress=False)
+
+
+def test_size_tick_labels_leave_out_only_labels_that_would_touch():
+    from toolssm.evaluate import size_tick_labels
+
+    labels = size_tick_labels([10, 13, 14, 20, 100, 500, 1000], 10 / 1.5, 1000 * 1.5)
+    assert labels == {10: "10", 13: "13", 14: "", 20: "20", 100: "100", 500: "500", 1000: "1,000"}
+    # on a short axis the same neighbours are far enough apart to keep both labels
+    assert size_tick_labels([13, 14], 13 / 1.5, 14 * 1.5) == {13: "13", 14: "14"}
+    hanoi = size_tick_labels(list(range(4, 13)), 4 / 1.5, 12 * 1.5)
+    assert all(hanoi.values())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import random
 import time
 from collections.abc import Sequence
@@ -238,6 +239,23 @@ def format_comparison(curves: dict[str, Sequence[LengthResult]], *, train_size: 
     return "\n".join(lines)
 
 
+def size_tick_labels(sizes: Sequence[int], lo: float, hi: float) -> dict[int, str]:
+    """Each size's tick label on a log axis from lo to hi: written out (``1,000``), or left blank where it would
+    touch the label before it (13 and 14 on an axis to 1,000). A label needs about 1.1% of the axis width
+    per character, plus a gap."""
+    span = math.log10(hi / lo)
+    labels: dict[int, str] = {}
+    last: tuple[float, str] | None = None
+    for v in sorted(set(sizes)):
+        text = f"{v:,.0f}"
+        x = math.log10(v) / span
+        if last is not None and x - last[0] < 0.011 * (len(text) + len(last[1])) / 2 + 0.008:
+            labels[v] = ""
+            continue
+        labels[v], last = text, (x, text)
+    return labels
+
+
 def plot_curves(
     curves: dict[str, Sequence[LengthResult]], path: str | Path, *, train_size: int, title: str = "",
     ylabel: str = "answer exact match",
@@ -272,8 +290,9 @@ def plot_curves(
     ax.set_xscale("log")
     sizes = [r.size for res in curves.values() for r in res] + [train_size]
     ax.set_xlim(min(sizes) / 1.5, max(sizes) * 1.5)
-    ax.set_xticks(sorted(set(sizes)))  # the measured sizes, written out (no 3x10^0 clutter on short ranges)
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    labels = size_tick_labels(sizes, *ax.get_xlim())
+    ax.set_xticks(sorted(labels))  # the measured sizes, written out (no 3x10^0 clutter on short ranges)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: labels.get(round(v), "")))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("problem size (log scale)")
