@@ -254,8 +254,9 @@ def run_compare(cfg: CompareConfig) -> int:
     check_out(cfg.out)
     _check_eval(cfg.lengths, cfg.n_problems, 1, 0, flags="--batch-size")
     DemoConfig(task=cfg.task, train_size=cfg.train_size, steps=cfg.steps).validate()  # each model's demo, checked
+    task = get_task(cfg.task)
     for s in cfg.lengths:
-        get_task(cfg.task).spec_size(s)
+        task.spec_size(s)
     out = Path(cfg.out)
 
     def demo_args(model: str) -> list[str]:

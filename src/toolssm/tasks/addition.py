@@ -92,10 +92,7 @@ class Addition(Task):
         parts = spec.split("+")
         if len(parts) > 2:
             raise ValueError(f"bad size {spec!r} for task addition: expected N or N1+N2")
-        try:
-            return max(super(Addition, self).parse_spec(p) for p in parts)
-        except ValueError:
-            raise ValueError(f"bad size {spec!r} for task addition: expected N or N1+N2 (positive)") from None
+        return max(self.spec_part(p, spec, "N or N1+N2") for p in parts)
 
     def sample_eval(self, rng: random.Random, spec: str) -> AdditionProblem:
         self.parse_spec(spec)

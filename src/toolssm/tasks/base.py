@@ -86,6 +86,14 @@ class Task(ABC):
             raise ValueError(f"bad size {spec!r} for task {self.name}: sizes must be positive")
         return n
 
+    def spec_part(self, part: str, spec: str, form: str) -> int:
+        """One size of a compound spec such as ``N1+N2``, by the base rule (a positive integer); an error quotes the
+        whole spec and its ``form``."""
+        try:
+            return Task.parse_spec(self, part)
+        except ValueError:
+            raise ValueError(f"bad size {spec!r} for task {self.name}: expected {form} (positive)") from None
+
     def spec_size(self, spec: str) -> int:
         """The size any evaluation spec stands for: ``parse_spec``'s, or N for ``"<=N"``, which means problems
         drawn as in training (``sample(rng, N)``: every size up to N, mixed as training mixed them)."""

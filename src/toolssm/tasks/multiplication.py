@@ -87,10 +87,7 @@ class Multiplication(Task):
         n, sep, k = spec.partition("x")
         if sep and not (k.isdigit() and 1 <= int(k) <= self.max_b):
             raise ValueError(f"bad size {spec!r} for task {self.name}: expected N or NxK with K in 1..{self.max_b}")
-        try:
-            return super().parse_spec(n)
-        except ValueError:
-            raise ValueError(f"bad size {spec!r} for task {self.name}: expected N or NxK (positive)") from None
+        return self.spec_part(n, spec, "N or NxK")
 
     def sample_eval(self, rng: random.Random, spec: str) -> MultiplicationProblem:
         n = self.parse_spec(spec)

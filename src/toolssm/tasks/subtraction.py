@@ -74,10 +74,7 @@ class Subtraction(Task):
 
     def parse_spec(self, spec: str) -> int:
         """``"N"`` (two N-digit operands) or ``"N1-N2"`` (operands of N1 >= N2 digits)."""
-        try:
-            parts = [super(Subtraction, self).parse_spec(p) for p in spec.split("-", 1)]
-        except ValueError:
-            raise ValueError(f"bad size {spec!r} for task subtraction: expected N or N1-N2 (positive)") from None
+        parts = [self.spec_part(p, spec, "N or N1-N2") for p in spec.split("-", 1)]
         if len(parts) == 2 and parts[0] < parts[1]:
             raise ValueError(f"bad size {spec!r} for task subtraction: N1-N2 needs N1 >= N2")
         return parts[0]
