@@ -6,6 +6,8 @@ The code here is written anew for this package.
 
     tokens -> embeddings -> n_layers x [x + attn(attn_norm(x)); x + mlp(mlp_norm(x))] -> norm -> lm_head (untied)
 
+(the shell around the blocks is layers.py's RecurrentLM)
+
 fla's GatedDeltaNetBlock: every layer is a GDN mixer and a SwiGLU MLP, as in a Transformer block.
 
 The mixer, per token, with H heads of key width K = head_dim and value width V = expand_v * head_dim:
@@ -40,7 +42,7 @@ after the loop the outputs of all chunks come at once:
 
 T need not be a multiple of L: padded steps have beta = 0 and g = 0, so their u is 0 and they neither write to
 nor decay the state. An incoming state is h_0 of the first chunk. The decays exp(G_t - G_s) are taken from a
-direct segment sum (mamba2.segsum), not a difference of cumsums, for fp32 accuracy.
+direct segment sum (layers.segsum), not a difference of cumsums, for fp32 accuracy.
 
 State (batch first, fixed size): conv (B, n_layers, 2 H K + H V, d_conv-1), the inputs of the q, k, v convs
 in that order; ssm (B, n_layers, H, K, V).
@@ -55,10 +57,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from toolssm.models import kernels
-from toolssm.models.base import SequenceModel, State, register
-from toolssm.models.mamba import RMSNorm
-from toolssm.models.mamba2 import from_chunks, segsum, to_chunks
-from toolssm.models.mistral import MLP
+from toolssm.models.base import register
+from toolssm.models.layers import MLP, RecurrentLM, RMSNorm, from_chunks, normal_init, segsum, to_chunks
 
 # cpu: state per layer H * K * V = 4 * 16 * 32 = 2048 numbers, the same as the mamba and mamba2 cpu presets;
 # d_ff 256 as the cpu Transformers (pythia, mistral); chunk 32: a training step of the cpu recipe (addition, batch
@@ -280,8 +280,8 @@ class Block(nn.Module):
 
 
 @register("gated_deltanet", PRESETS)
-class GatedDeltaNet(SequenceModel):
-    layered = True  # forward runs its layers through call_layer
+class GatedDeltaNet(RecurrentLM):
+    parts = ("embeddings", "norm", "lm_head")
 
     def __init__(
         self,
@@ -306,37 +306,8 @@ class GatedDeltaNet(SequenceModel):
         self.norm = RMSNorm(d_model, eps)
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
         # fla: normal(0.02) weights; the residual outputs (o_proj, down_proj) scaled by 1/sqrt(2 n_layers)
-        for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(m.weight, std=0.02)
+        normal_init(self)
         with torch.no_grad():
             for layer in self.layers:
                 layer.attn.o_proj.weight /= math.sqrt(2 * n_layers)
                 layer.mlp.down_proj.weight /= math.sqrt(2 * n_layers)
-
-    @staticmethod
-    def _split(state: State | None, i: int) -> tuple[Tensor | None, Tensor | None]:
-        if state is None:
-            return None, None
-        conv, ssm = state  # (B, L, Dc, K-1), (B, L, H, K, V)
-        return conv[:, i], ssm[:, i]  # (B, Dc, K-1), (B, H, K, V)
-
-    def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        x = self.embeddings(tokens)  # (B, T, d_model)
-        convs, hs = [], []
-        for i, layer in enumerate(self.layers):
-            x, conv, h = self.call_layer(layer, x, *self._split(state, i))  # (B, T, d_model), (B, Dc, K-1), ...
-            convs.append(conv)
-            hs.append(h)
-        logits = self.lm_head(self.norm(x))  # (B, T, V)
-        return logits, (torch.stack(convs, 1), torch.stack(hs, 1))  # (B, L, Dc, K-1), (B, L, H, K, V)
-
-    def step(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        x = self.embeddings(tokens)  # (B, d_model)
-        convs, hs = [], []
-        for i, layer in enumerate(self.layers):
-            x, conv, h = layer.step(x, *self._split(state, i))  # (B, d_model), (B, Dc, K-1), (B, H, K, V)
-            convs.append(conv)
-            hs.append(h)
-        logits = self.lm_head(self.norm(x))  # (B, V)
-        return logits, (torch.stack(convs, 1), torch.stack(hs, 1))  # (B, L, Dc, K-1), (B, L, H, K, V)

@@ -26,12 +26,12 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from toolssm.models.attention import attention_mask, check_pos, decode_cache, positions, rope_cos_sin
-from toolssm.models.base import SequenceModel, State, register
-from toolssm.models.mamba import CHUNK, ResidualBlock, RMSNorm
+from toolssm.models.base import State, register
+from toolssm.models.layers import LanguageModel, RMSNorm
+from toolssm.models.mamba import CHUNK, ResidualBlock
 from toolssm.models.mistral import Attention
 
 PRESETS = {
@@ -63,8 +63,7 @@ class AttentionLayer(nn.Module):
 
 
 @register("hybrid", PRESETS)
-class Hybrid(SequenceModel):
-    layered = True  # forward runs its layers through call_layer
+class Hybrid(LanguageModel):  # the shell: layers.py
 
     def __init__(
         self,
@@ -112,10 +111,6 @@ class Hybrid(SequenceModel):
     @property
     def fixed_state(self) -> bool:
         return False  # the attention layers' KV cache grows with the context
-
-    def _logits(self, x: Tensor) -> Tensor:  # (..., d_model) -> (..., V)
-        x = self.norm_f(x)
-        return F.linear(x, self.embed.weight) if self.head is None else self.head(x)
 
     def _run(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
         """All layers over a chunk of T >= 1 tokens (T = 1: Mamba layers take their O(1) step).

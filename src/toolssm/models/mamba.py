@@ -5,6 +5,8 @@ The initializations follow state-spaces/mamba (Apache-2.0). The code here is wri
 
     tokens -> embedding -> n_layers x [x + MambaBlock(RMSNorm(x))] -> RMSNorm -> LM head (tied to the embedding)
 
+(the shell around the blocks, embedding, layer loop, final norm and head, is layers.py's RecurrentLM)
+
 MambaBlock, per token (d_inner = expand * d_model, N = d_state):
 
     x, z   = in_proj(u)                          two (d_inner,) halves
@@ -58,7 +60,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from toolssm.models import kernels
-from toolssm.models.base import SequenceModel, State, register
+from toolssm.models.base import register
+from toolssm.models.layers import RecurrentLM, RMSNorm
 
 PRESETS = {
     "cpu": {"d_model": 64, "n_layers": 2, "d_state": 16, "d_conv": 4, "expand": 2},
@@ -229,16 +232,6 @@ def selective_step(
 # modules
 
 
-class RMSNorm(nn.Module):
-    def __init__(self, d: int, eps: float = 1e-5):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(d))
-
-    def forward(self, x: Tensor) -> Tensor:  # (..., d) -> (..., d)
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
-
-
 class MambaBlock(nn.Module):
     def __init__(
         self,
@@ -324,9 +317,7 @@ class ResidualBlock(nn.Module):
 
 
 @register("mamba", PRESETS)
-class Mamba(SequenceModel):
-    layered = True  # forward runs its layers through call_layer
-
+class Mamba(RecurrentLM):  # the shell and the layer loop: layers.py
     def __init__(
         self,
         vocab_size: int,
@@ -357,34 +348,3 @@ class Mamba(SequenceModel):
         self.norm_f = RMSNorm(d_model, eps)
         # tied: the head reuses the embedding matrix, not a shared Parameter (safetensors refuses shared tensors)
         self.head = None if tie_embeddings else nn.Linear(d_model, vocab_size, bias=False)
-
-    def _logits(self, x: Tensor) -> Tensor:  # (..., d_model) -> (..., V)
-        x = self.norm_f(x)
-        return F.linear(x, self.embed.weight) if self.head is None else self.head(x)
-
-    @staticmethod
-    def _split(state: State | None, i: int) -> tuple[Tensor | None, Tensor | None]:
-        if state is None:
-            return None, None
-        conv, ssm = state  # (B, L, Di, K-1), (B, L, Di, N)
-        return conv[:, i], ssm[:, i]  # (B, Di, K-1), (B, Di, N)
-
-    def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        x = self.embed(tokens)  # (B, T, d_model)
-        convs, hs = [], []
-        for i, layer in enumerate(self.layers):
-            x, conv, h = self.call_layer(layer, x, *self._split(state, i))  # (B, T, d_model), (B, Di, K-1), (B, Di, N)
-            convs.append(conv)
-            hs.append(h)
-        logits = self._logits(x)  # (B, T, V)
-        return logits, (torch.stack(convs, 1), torch.stack(hs, 1))  # (B, L, Di, K-1), (B, L, Di, N)
-
-    def step(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        x = self.embed(tokens)  # (B, d_model)
-        convs, hs = [], []
-        for i, layer in enumerate(self.layers):
-            x, conv, h = layer.step(x, *self._split(state, i))  # (B, d_model), (B, Di, K-1), (B, Di, N)
-            convs.append(conv)
-            hs.append(h)
-        logits = self._logits(x)  # (B, V)
-        return logits, (torch.stack(convs, 1), torch.stack(hs, 1))  # (B, L, Di, K-1), (B, L, Di, N)

@@ -5,7 +5,7 @@ parameter names follow Hugging Face's Mamba2 (Apache-2.0) so that checkpoints co
 here is written anew for this package.
 
     tokens -> embedding -> n_layers x [x + Mamba2Mixer(RMSNorm(x))  (+ optional x + MLP(RMSNorm(x)))]
-           -> RMSNorm -> LM head (tied to the embedding)
+           -> RMSNorm -> LM head (tied to the embedding)                (the shell: layers.py's RecurrentLM)
 
 Mamba2Mixer, per token (d_inner = expand * d_model = H * P heads of head_dim P, N = d_state, one group):
 
@@ -23,7 +23,7 @@ computed with matmuls. The chunked SSD algorithm, with chunks of L steps and a_t
 
     1. inside each chunk, the quadratic (attention-like) form:
            y_t += sum_{s <= t in chunk} (C_t . B_s) exp(a_{s+1} + ... + a_t) dt_s x_s
-       the decays form an (L, L) triangular matrix per head, exp(segsum(a)) (built transposed, [s, t]);
+       the decays form an (L, L) triangular matrix per head, exp(segsum(a)) (layers.py; built transposed, [s, t]);
     2. each chunk's own contribution to the state at its end, from a zero start:
            S_c = sum_s exp(a_{s+1} + ... + a_end) dt_s x_s B_s^T
     3. a loop over chunks (not steps) passes the state on: h_c+1 = exp(a_1 + ... + a_end) h_c + S_c;
@@ -43,7 +43,7 @@ contiguous memory, the causal mask multiplies C . B (one per group) instead of m
 masked_fill, and their gradients are made contiguous before the elementwise backward.
 
 The optional MLP: mamba_ssm's Mamba-2 configs can interleave a gated MLP after each mixer (``d_intermediate``);
-off by default (``d_ff=None``), as in the Mamba-2 language models. When on it is a SwiGLU (mistral.py's MLP).
+off by default (``d_ff=None``), as in the Mamba-2 language models. When on it is a SwiGLU (layers.py's MLP).
 
 Options for loading Hugging Face / mamba_ssm checkpoints (models/hf.py), off by default: n_groups G > 1 splits
 B and C into G groups, each shared by H/G consecutive heads (and the gated RMSNorm normalizes each of G slices of
@@ -62,9 +62,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from toolssm.models import kernels
-from toolssm.models.base import SequenceModel, State, register
-from toolssm.models.mamba import RMSNorm
-from toolssm.models.mistral import MLP
+from toolssm.models.base import register
+from toolssm.models.layers import MLP, RecurrentLM, RMSNorm, from_chunks, to_chunks
 
 # cpu: state per layer H * P * N = 8 * 16 * 16 = 2048 numbers, the same as the mamba and gated_deltanet cpu presets;
 # chunk 16: a training step of the cpu recipe (addition, batch 32 padded to ~230 tokens, one thread, the other
@@ -83,35 +82,6 @@ CHUNK = 64
 
 # ----------------------------------------------------------------------------------------------------------
 # the SSD scan
-
-
-def segsum(a: Tensor) -> Tensor:
-    """a (..., L) -> (..., L, L): out[..., t, s] = a[s+1] + ... + a[t] for s <= t (0 on the diagonal), -inf above.
-
-    Summed directly, a cumsum down each column of a masked copy, not as cumsum[t] - cumsum[s] (see the header).
-    """
-    L = a.shape[-1]
-    x = a[..., :, None].expand(*a.shape, L)  # (..., L, L): x[t, s] = a[t]
-    strict = torch.ones(L, L, dtype=torch.bool, device=a.device).tril(-1)  # (L, L): s < t
-    x = x.masked_fill(~strict, 0).cumsum(-2)  # (..., L, L): sum over s < r <= t
-    lower = torch.ones(L, L, dtype=torch.bool, device=a.device).tril()  # (L, L): s <= t
-    return x.masked_fill(~lower, -math.inf)  # (..., L, L)
-
-
-def to_chunks(x: Tensor, L: int) -> Tensor:
-    """x (B, T, H, ...) -> (B, H, n, L, ...), time zero-padded at the end to n * L steps."""
-    Bsz, T = x.shape[:2]
-    pad = (-T) % L
-    if pad:
-        x = torch.cat([x, x.new_zeros(Bsz, pad, *x.shape[2:])], 1)  # (B, n L, H, ...)
-    x = x.view(Bsz, (T + pad) // L, L, *x.shape[2:])  # (B, n, L, H, ...)
-    return x.movedim(3, 1)  # (B, H, n, L, ...)
-
-
-def from_chunks(y: Tensor, T: int) -> Tensor:
-    """y (B, H, n, L, ...) -> (B, T, H, ...), the padding dropped."""
-    y = y.movedim(1, 3)  # (B, n, L, H, ...)
-    return y.reshape(y.shape[0], -1, *y.shape[3:])[:, :T]  # (B, T, H, ...)
 
 
 def _triangles(L: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -354,9 +324,7 @@ class Block(nn.Module):
 
 
 @register("mamba2", PRESETS)
-class Mamba2(SequenceModel):
-    layered = True  # forward runs its layers through call_layer
-
+class Mamba2(RecurrentLM):
     def __init__(
         self,
         vocab_size: int,
@@ -395,32 +363,3 @@ class Mamba2(SequenceModel):
                 layer.mixer.out_proj.weight /= s
                 if layer.mlp is not None:
                     layer.mlp.down_proj.weight /= s
-
-    def _logits(self, x: Tensor) -> Tensor:  # (..., d_model) -> (..., V)
-        x = self.norm_f(x)
-        return F.linear(x, self.embed.weight) if self.head is None else self.head(x)
-
-    @staticmethod
-    def _split(state: State | None, i: int) -> tuple[Tensor | None, Tensor | None]:
-        if state is None:
-            return None, None
-        conv, ssm = state  # (B, L, Dc, K-1), (B, L, H, P, N)
-        return conv[:, i], ssm[:, i]  # (B, Dc, K-1), (B, H, P, N)
-
-    def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        x = self.embed(tokens)  # (B, T, d_model)
-        convs, hs = [], []
-        for i, layer in enumerate(self.layers):
-            x, conv, h = self.call_layer(layer, x, *self._split(state, i))  # (B, T, d_model), (B, Dc, K-1), ...
-            convs.append(conv)
-            hs.append(h)
-        return self._logits(x), (torch.stack(convs, 1), torch.stack(hs, 1))  # (B, T, V); (B, L, Dc, K-1), ...
-
-    def step(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        x = self.embed(tokens)  # (B, d_model)
-        convs, hs = [], []
-        for i, layer in enumerate(self.layers):
-            x, conv, h = layer.step(x, *self._split(state, i))  # (B, d_model), (B, Dc, K-1), (B, H, P, N)
-            convs.append(conv)
-            hs.append(h)
-        return self._logits(x), (torch.stack(convs, 1), torch.stack(hs, 1))  # (B, V); (B, L, Dc, K-1), ...

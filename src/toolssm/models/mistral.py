@@ -6,8 +6,8 @@ The architecture follows Hugging Face's Mistral (Apache-2.0); the code here is w
            -> norm -> lm_head (untied)
 
 RMSNorm pre-norm, sequential residual, no biases, rotary embeddings on the full head dim (attention.py),
-SwiGLU MLP down_proj(silu(gate_proj(x)) * up_proj(x)), optional grouped-query attention (``n_kv_heads``
-key/value heads shared by n_heads / n_kv_heads query heads each). ``pos="nope"``: no position encoding.
+SwiGLU MLP down_proj(silu(gate_proj(x)) * up_proj(x)) (layers.py, as RMSNorm and the shell), optional
+grouped-query attention (``n_kv_heads`` key/value heads shared by n_heads / n_kv_heads query heads each). ``pos="nope"``: no position encoding.
 
 Sliding window: the token at position t attends to positions t-window+1 .. t (itself and the window-1 tokens
 before it), in the parallel forward and in decoding alike. ``window=None`` (constructor only) is full causal
@@ -30,7 +30,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from toolssm.models.attention import (
@@ -44,8 +43,8 @@ from toolssm.models.attention import (
     trim_cache,
     with_cache,
 )
-from toolssm.models.base import SequenceModel, State, register
-from toolssm.models.mamba import RMSNorm
+from toolssm.models.base import State, register
+from toolssm.models.layers import MLP, LanguageModel, RMSNorm, normal_init
 
 PRESETS = {
     "cpu": {"d_model": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": None, "d_ff": 256, "window": 64, "pos": "rope"},
@@ -86,17 +85,6 @@ class Attention(nn.Module):
         return self.o_proj(y.transpose(1, 2).reshape(B, T, D)), k, v  # (B, T, D)
 
 
-class MLP(nn.Module):
-    def __init__(self, d_model: int, d_ff: int):
-        super().__init__()
-        self.gate_proj = nn.Linear(d_model, d_ff, bias=False)
-        self.up_proj = nn.Linear(d_model, d_ff, bias=False)
-        self.down_proj = nn.Linear(d_ff, d_model, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:  # (B, T, D) -> (B, T, D)
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))  # via (B, T, d_ff)
-
-
 class Layer(nn.Module):
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, d_ff: int, eps: float):
         super().__init__()
@@ -112,8 +100,8 @@ class Layer(nn.Module):
 
 
 @register("mistral", PRESETS)
-class Mistral(SequenceModel):
-    layered = True  # forward runs its layers through call_layer
+class Mistral(LanguageModel):
+    parts = ("embed_tokens", "norm", "lm_head")
 
     def __init__(
         self,
@@ -141,9 +129,7 @@ class Mistral(SequenceModel):
         self.norm = RMSNorm(d_model, eps)
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
         # normal(0.02) weights; GPT-2 style 1/sqrt(2 n_layers) on the residual outputs
-        for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(m.weight, std=0.02)
+        normal_init(self)
         with torch.no_grad():
             for layer in self.layers:
                 layer.self_attn.o_proj.weight /= math.sqrt(2 * n_layers)
@@ -169,5 +155,5 @@ class Mistral(SequenceModel):
             x, k, v = self.call_layer(layer, x, rope, k_in, v_in, mask)
             ks.append(trim_cache(k, keep))  # (B, Hkv, window-1, Dh), or (B, Hkv, C+T, Dh) for full attention
             vs.append(trim_cache(v, keep))
-        logits = self.lm_head(self.norm(x))  # (B, T, V)
+        logits = self._logits(x)  # (B, T, V)
         return logits, (torch.stack(ks, 1), torch.stack(vs, 1), p0 + T)  # (B, L, Hkv, keep, Dh) x2, (B,)

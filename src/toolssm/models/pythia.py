@@ -39,7 +39,8 @@ from toolssm.models.attention import (
     rope_cos_sin,
     with_cache,
 )
-from toolssm.models.base import SequenceModel, State, register
+from toolssm.models.base import State, register
+from toolssm.models.layers import LanguageModel, normal_init
 
 PRESETS = {
     "cpu": {"d_model": 64, "n_layers": 2, "n_heads": 4, "d_ff": 256, "pos": "rope"},
@@ -99,8 +100,8 @@ class Layer(nn.Module):
 
 
 @register("pythia", PRESETS)
-class Pythia(SequenceModel):
-    layered = True  # forward runs its layers through call_layer
+class Pythia(LanguageModel):
+    parts = ("embed_in", "final_layer_norm", "embed_out")  # the shell (layers.py)
 
     def __init__(
         self,
@@ -131,11 +132,7 @@ class Pythia(SequenceModel):
         # tied: the head reuses embed_in's matrix, not a shared Parameter (safetensors refuses shared tensors)
         self.embed_out = None if tie_embeddings else nn.Linear(d_model, vocab_size, bias=False)
         # GPT-NeoX: normal(0.02) weights, zero biases; GPT-2 style 1/sqrt(2 n_layers) on the residual outputs
-        for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(m.weight, std=0.02)
-            if isinstance(m, nn.Linear) and m.bias is not None:
-                nn.init.zeros_(m.bias)
+        normal_init(self, zero_bias=True)
         with torch.no_grad():
             for layer in self.layers:
                 layer.attention.dense.weight /= math.sqrt(2 * n_layers)
@@ -160,8 +157,7 @@ class Pythia(SequenceModel):
             x, k, v = self.call_layer(layer, x, rope, k_in, v_in, mask, grown)
             ks.append(k)  # (B, H, C+T, Dh)
             vs.append(v)
-        x = self.final_layer_norm(x)  # (B, T, D)
-        logits = F.linear(x, self.embed_in.weight) if self.embed_out is None else self.embed_out(x)  # (B, T, V)
+        logits = self._logits(x)  # (B, T, V)
         if grown:
             return logits, (ck, cv, p0 + T)  # the layers wrote into ck, cv: (B, L, H, C+T, Dh) x2, (B,)
         return logits, (torch.stack(ks, 1), torch.stack(vs, 1), p0 + T)  # (B, L, H, C+T, Dh) x2, (B,)
