@@ -4,8 +4,9 @@ import random
 
 import pytest
 
-from toolssm.evaluate import LengthResult, evaluate, format_table, paper_cell
+from toolssm.evaluate import LengthResult, evaluate
 from toolssm.models import ModelConfig, build_model, resolve
+from toolssm.plots import format_table, paper_cell
 from toolssm.tasks import get_task, task_names
 
 
@@ -56,7 +57,7 @@ def test_evaluate_scores_training_draws_with_a_real_model():
 
 
 def test_size_tick_labels_leave_out_only_labels_that_would_touch():
-    from toolssm.evaluate import size_tick_labels
+    from toolssm.plots import size_tick_labels
 
     labels = size_tick_labels([10, 13, 14, 20, 100, 500, 1000], 10 / 1.5, 1000 * 1.5)
     assert labels == {10: "10", 13: "13", 14: "", 20: "20", 100: "100", 500: "500", 1000: "1,000"}

@@ -4,9 +4,10 @@ import random
 import pytest
 import torch
 
+from toolssm.batching import collate
 from toolssm.models import ModelConfig
 from toolssm.tasks import get_task
-from toolssm.train import TrainConfig, collate, make_batch, mixed_vocab, parse_mix, train
+from toolssm.train import TrainConfig, make_batch, mixed_vocab, parse_mix, train
 
 
 def make_batch_before_mixtures(task, vocab, cfg, step):

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from toolssm.cli import main
-from toolssm.report import report, run_cell, summarize
+from toolssm.records import run_cell
+from toolssm.report import report, summarize
 
 
 def rec(row, seed, accs, *, lr=1e-3, skipped=(), experiment="fig2-addition", sizes=("5", "10", "100", "1000")):

@@ -7,8 +7,9 @@ import torch
 
 from toolssm.cli import main
 from toolssm.evaluate import evaluate
+from toolssm.experiments import EXPERIMENTS, PAPER_GRID
 from toolssm.models import ModelConfig, build_model, has_fixed_state, resolve
-from toolssm.reproduce import CPU_EVAL_BATCH, EXPERIMENTS, PAPER_GRID, plan
+from toolssm.reproduce import CPU_EVAL_BATCH, plan
 from toolssm.tasks import get_task
 
 PAPER_ITEMS = ["fig2-addition", "table1-mult-x1", "table1-mult-x2", "table1-logic-graph", "table1-hanoi",

@@ -13,19 +13,9 @@ from toolssm.models import build_model, resolve
 from toolssm.models.base import ModelConfig
 from toolssm.protocol import EOS, Regime, Role
 from toolssm.tasks import get_task
+from toolssm.tasks.turing_machines import DEMOS, TableLearner, compile_trace, parse_machine, replay, run, state_token
 from toolssm.theory import gssm
-from toolssm.theory.turing import (
-    DEMOS,
-    TableLearner,
-    compile_trace,
-    evaluate_learner,
-    parse_machine,
-    replay,
-    run,
-    sample_budget,
-    state_token,
-    training_traces,
-)
+from toolssm.theory.turing import evaluate_learner, sample_budget, training_traces
 from toolssm.tools.tape import LEFT, READ, RIGHT, TapeMemory, write
 
 MACHINES = list(DEMOS)

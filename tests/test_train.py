@@ -5,9 +5,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from toolssm.batching import collate
 from toolssm.models import ModelConfig, build_model, resolve
 from toolssm.tasks import get_task
-from toolssm.train import TrainConfig, collate, lr_at, make_batch, masked_loss, train
+from toolssm.train import TrainConfig, lr_at, make_batch, masked_loss, train
 
 
 def tiny_cfg(out, **kw):

@@ -22,12 +22,13 @@ import torch
 import tyro
 
 from toolssm.checkpoint import CheckpointError, check_task_format, load_checkpoint
-from toolssm.evaluate import evaluate, format_comparison, format_table, plot_curves, save_results
+from toolssm.cli_theory import TheoryConfig, run_theory
+from toolssm.evaluate import evaluate, save_results
+from toolssm.plots import format_comparison, format_table, plot_curves
 from toolssm.report import ReportConfig, run_report
 from toolssm.reproduce import ReproduceConfig, run_reproduce
 from toolssm.runtime import keep_freed_memory
 from toolssm.tasks import get_task
-from toolssm.theory.cli import TheoryConfig, run_theory
 from toolssm.train import TimeLimitReached, TrainConfig, check_out, resolve_device, train
 
 DEFAULT_LENGTHS = ("5", "10", "100", "1000")
@@ -309,13 +310,18 @@ def run_compare(cfg: CompareConfig) -> int:
     return 0
 
 
+def run_reproduce_command(cfg: ReproduceConfig) -> int:
+    """``toolssm reproduce``; an experiment that is a command (``theory``) runs through `COMMANDS`."""
+    return run_reproduce(cfg, COMMANDS)
+
+
 COMMANDS = {
     "demo": (DemoConfig, run_demo),
     "compare": (CompareConfig, run_compare),
     "train": (TrainConfig, run_train),
     "eval": (EvalConfig, run_eval),
     "solve": (SolveConfig, run_solve),
-    "reproduce": (ReproduceConfig, run_reproduce),
+    "reproduce": (ReproduceConfig, run_reproduce_command),
     "report": (ReportConfig, run_report),
     "theory": (TheoryConfig, run_theory),
 }

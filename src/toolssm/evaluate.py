@@ -1,4 +1,4 @@
-"""Length-generalization evaluation: three metrics over a grid of sizes, a paper-style table and a plot.
+"""Length-generalization evaluation: three metrics over a grid of sizes (tables and plots: toolssm.plots).
 
 Metrics, per size:
     answer      exact match of the output stream, judged by the task's verifier (the headline metric)
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import random
 import time
 from collections.abc import Sequence
@@ -23,12 +22,12 @@ from pathlib import Path
 
 import torch
 
+from toolssm.batching import collate
 from toolssm.models import SequenceModel
 from toolssm.protocol import Trajectory, Vocab
 from toolssm.rollout import rollout
 from toolssm.tasks import Task
 from toolssm.tasks.base import TRAINING_DRAW
-from toolssm.train import collate
 
 
 @dataclass
@@ -196,126 +195,6 @@ def evaluate(
             if stop_below is not None and r.answer_acc < stop_below:
                 break
     return out
-
-
-# -- reporting ----------------------------------------------------------------------------------------
-
-
-def paper_cell(train_size: int, results: Sequence[LengthResult], threshold: float = 0.05) -> str:
-    """``n→m (p%)``: m is the largest tested size >= n with answer accuracy >= threshold."""
-    ok = [r for r in results if r.size >= train_size and r.answer_acc >= threshold and not r.drawn_as_in_training]
-    if not ok:
-        return f"{train_size}→– (<{threshold:.0%})"
-    best = max(ok, key=lambda r: r.size)
-    return f"{train_size}→{_short(best.size)} ({best.answer_acc:.0%})"
-
-
-def _short(n: int) -> str:
-    return f"{n // 1000}K" if n >= 1000 and n % 1000 == 0 else str(n)
-
-
-def format_table(results: Sequence[LengthResult], *, train_size: int, label: str = "") -> str:
-    head = f"{'size':>8} | {'answer EM':>9} | {'traj. EM':>8} | {'token acc':>9} | {'trunc.':>6} | {'tokens/prob':>11} | {'time':>7}"
-    lines = [head, "-" * len(head)]
-    for r in results:
-        tok = f"{r.token_acc:.2%}" if r.token_acc is not None else "–"
-        lines.append(
-            f"{r.spec:>8} | {r.answer_acc:>9.0%} | {r.trajectory_acc:>8.0%} | {tok:>9} | {r.truncated:>6} |"
-            f" {r.tokens_per_problem:>11,.0f} | {r.seconds:>6.1f}s"
-        )
-    summary = f"{label + ': ' if label else ''}{paper_cell(train_size, results)}   (paper notation n→m (p%))"
-    return "\n".join([summary, *lines])
-
-
-def format_comparison(curves: dict[str, Sequence[LengthResult]], *, train_size: int) -> str:
-    """A markdown table: one row per model, the paper's n→m (p%) cell, then answer accuracy per size."""
-    specs = list(dict.fromkeys(r.spec for res in curves.values() for r in res))
-    head = "| model | n→m (p%) | " + " | ".join(specs) + " |"
-    lines = [head, "|" + "---|" * (len(specs) + 2)]
-    for label, res in curves.items():
-        by = {r.spec: r for r in res}
-        cells = [f"{by[s].answer_acc:.0%}" if s in by else "–" for s in specs]
-        lines.append(f"| {label} | {paper_cell(train_size, res)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def size_tick_labels(sizes: Sequence[int], lo: float, hi: float) -> dict[int, str]:
-    """Each size's tick label on a log axis from lo to hi: written out (``1,000``), or left blank where it would
-    touch the label before it (13 and 14 on an axis to 1,000). A label needs about 1.1% of the axis width
-    per character, plus a gap."""
-    span = math.log10(hi / lo)
-    labels: dict[int, str] = {}
-    last: tuple[float, str] | None = None
-    for v in sorted(set(sizes)):
-        text = f"{v:,.0f}"
-        x = math.log10(v) / span
-        if last is not None and x - last[0] < 0.011 * (len(text) + len(last[1])) / 2 + 0.008:
-            labels[v] = ""
-            continue
-        labels[v], last = text, (x, text)
-    return labels
-
-
-def plot_curves(
-    curves: dict[str, Sequence[LengthResult]], path: str | Path, *, train_size: int, title: str = "",
-    ylabel: str = "answer exact match",
-) -> Path:
-    """Accuracy against size on a log x-axis: one solid line per curve (answer exact match), and a dashed one
-    for its trajectory exact match only where that differs somewhere (else it would hide under the solid
-    line). Curves get distinct markers, shrinking in draw order, so lines that coincide (many models at 100%)
-    all stay visible; with more than three curves the legend goes outside, to the right."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    curves = {k: [r for r in res if not r.drawn_as_in_training] for k, res in curves.items()}
-    many = len(curves) > 3
-    fig, ax = plt.subplots(figsize=(8.4 if many else 6.4, 4.2), dpi=120)
-    markers = "osD^vP*Xh<>p"
-    hidden = 0
-    for k, (label, res) in enumerate(curves.items()):
-        res = sorted(res, key=lambda r: r.size)
-        xs = [r.size for r in res]
-        ans, traj = [r.answer_acc for r in res], [r.trajectory_acc for r in res]
-        size = max(3.0, 9.0 - 0.6 * k)
-        (line,) = ax.plot(xs, ans, "-", marker=markers[k % len(markers)], ms=size, mfc="none", mew=1.4,
-                          label=label)  # fmt: skip
-        if any(abs(a - t) > 1e-9 for a, t in zip(ans, traj)):
-            ax.plot(xs, traj, "--", color=line.get_color(), alpha=0.6, label=f"{label}: trajectory EM")
-        else:
-            hidden += 1
-    ax.axvspan(1, train_size, color="grey", alpha=0.12, lw=0, label=f"training sizes (≤ {train_size})")
-    ax.set_xscale("log")
-    sizes = [r.size for res in curves.values() for r in res] + [train_size]
-    ax.set_xlim(min(sizes) / 1.5, max(sizes) * 1.5)
-    labels = size_tick_labels(sizes, *ax.get_xlim())
-    ax.set_xticks(sorted(labels))  # the measured sizes, written out (no 3x10^0 clutter on short ranges)
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: labels.get(round(v), "")))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel("problem size (log scale)")
-    ax.set_ylabel(ylabel + (" (dashed: trajectory EM)" if hidden < len(curves) else ""))
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    if many:
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.9)
-    else:
-        ax.legend(fontsize=8, loc="lower left", framealpha=0.9)
-    return save_figure(fig, path)
-
-
-def save_figure(fig, path: str | Path) -> Path:
-    """Lay out, write (creating the folder) and close a matplotlib figure; return its path."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
 
 
 def save_results(results: Sequence[LengthResult], path: str | Path, **meta) -> Path:

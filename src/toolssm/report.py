@@ -23,31 +23,12 @@ from typing import Any
 
 import tyro
 
-from toolssm.evaluate import LengthResult, paper_cell, plot_curves
+from toolssm.evaluate import LengthResult
 from toolssm.paper_results import PAPER_NOTES, paper_value
+from toolssm.plots import paper_cell, plot_curves
+from toolssm.records import curve, results, run_cell
 from toolssm.sweep import load_records
 from toolssm.tasks.base import TRAINING_DRAW
-
-
-def results(rec: dict[str, Any]) -> list[LengthResult]:
-    """A record's results, ``"<=N"`` rows (drawn as in training) included, with each skipped size as a 0%
-    point (n=0)."""
-    from toolssm.tasks import get_task
-
-    res = [LengthResult(**r) for r in rec["results"]]
-    if rec.get("skipped"):
-        task = get_task(rec["task"])
-        res += [LengthResult(s, task.spec_size(s), 0, 0.0, 0.0, None, 0, 0.0, 0.0) for s in rec["skipped"]]
-    return res
-
-
-def curve(rec: dict[str, Any]) -> list[LengthResult]:
-    """A record's points on the length axis: `results` without the ``"<=N"`` rows, which are not on it."""
-    return [r for r in results(rec) if not r.drawn_as_in_training]
-
-
-def run_cell(rec: dict[str, Any]) -> str:
-    return paper_cell(rec["train_size"], curve(rec))
 
 
 def _rank(rec: dict[str, Any]) -> tuple:

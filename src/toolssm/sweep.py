@@ -338,7 +338,7 @@ def sweep(runs: Sequence[Run], root: str | Path, *, jobs: int = 1, log=print) ->
             log(f"  FAILED {run.run_id}: {type(err).__name__}: {err}")
             return
         aggregate(root)
-        from toolssm.report import run_cell
+        from toolssm.records import run_cell
 
         log(f"  [{k}/{len(runs)}] {run.run_id}: {run_cell(rec)}  (train {rec['train_s']:.0f}s, "
             f"eval {rec['eval_s']:.0f}s; {time.perf_counter() - t0:.0f}s into the sweep)")  # fmt: skip

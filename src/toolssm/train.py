@@ -44,6 +44,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from toolssm.batching import collate
 from toolssm.checkpoint import (
     find_checkpoint,
     load_checkpoint,
@@ -54,7 +55,7 @@ from toolssm.checkpoint import (
 )
 from toolssm.models import ModelConfig, SequenceModel, build_model, n_params, resolve, set_grad_checkpoint
 from toolssm.models.hf import load_hf_remapped, read_hf_config
-from toolssm.protocol import PAD, Trajectory, Vocab
+from toolssm.protocol import Trajectory, Vocab
 from toolssm.tasks import Task, get_task
 
 
@@ -195,18 +196,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def collate(trajs: list[Trajectory], vocab: Vocab) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded token ids (B, T) and the loss mask (B, T): True where the token is trained on."""
-    width = max(len(t) for t in trajs)
-    pad = vocab.id(PAD)
-    tokens = torch.full((len(trajs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(trajs), width), dtype=torch.bool)
-    for i, t in enumerate(trajs):
-        tokens[i, : len(t)] = torch.tensor(vocab.ids(t.tokens))
-        mask[i, : len(t)] = torch.tensor(t.loss_mask())
-    return tokens, mask
 
 
 def parse_mix(cfg: TrainConfig) -> list[tuple[Task, float]]:

@@ -1,6 +1,6 @@
 """Turing-machine trace tasks (``tm-increment``, ``tm-add``, ``tm-palindrome``, ``tm-unary``).
 
-Each adapts one demonstration machine of `toolssm.theory.turing` to the `Task` API, so that a model
+Each adapts one demonstration machine of `toolssm.tasks.turing_machines` to the `Task` API, so that a model
 trains on the Theorem 2.2 traces through the normal pipeline (``toolssm train --task tm-increment``).
 The tool is the tape oracle; the input lives on the tape only (``input_in_context = False``), as in the
 proof. The expert is the table learner's policy with the machine's full transition table, so it reacts
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from toolssm.protocol import Episode
 from toolssm.tasks.base import Task, Verdict, register
-from toolssm.theory.turing import DEMOS, Demo, TableLearner, compile_trace
+from toolssm.tasks.turing_machines import DEMOS, Demo, TableLearner, compile_trace
 from toolssm.tools.tape import TapeMemory
 
 

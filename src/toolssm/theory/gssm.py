@@ -31,6 +31,7 @@ from fractions import Fraction
 import torch
 
 from toolssm.models import SequenceModel
+from toolssm.plots import save_figure
 
 
 def _uniform_range(n: int) -> tuple[int, int]:
@@ -183,6 +184,4 @@ def plot_theorem21(
     ax2.set_ylabel("log10 (count)")
     ax2.legend(fontsize=7, loc="upper left", framealpha=0.9)
     ax2.grid(True, which="both", alpha=0.3)
-    from toolssm.evaluate import save_figure
-
     return save_figure(fig, path)

@@ -25,13 +25,8 @@ import tyro
 from tqdm.auto import tqdm
 
 from toolssm.checkpoint import load_checkpoint
-from toolssm.evaluate import (
-    LengthResult,
-    format_comparison,
-    format_table,
-    plot_curves,
-    save_results,
-)
+from toolssm.evaluate import LengthResult, save_results
+from toolssm.plots import format_comparison, format_table, plot_curves
 from toolssm.rollout import rollout
 from toolssm.tasks import get_task
 from toolssm.tasks.codefix.task import Codefix

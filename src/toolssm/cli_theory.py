@@ -20,18 +20,9 @@ from pathlib import Path
 
 import torch
 
+from toolssm.tasks.turing_machines import DEMOS, TableLearner, get_demo, run, state_token
 from toolssm.theory import gssm
-from toolssm.theory.turing import (
-    DEMOS,
-    TableLearner,
-    estimate_n0,
-    evaluate_learner,
-    get_demo,
-    run,
-    sample_budget,
-    state_token,
-    training_traces,
-)
+from toolssm.theory.turing import estimate_n0, evaluate_learner, sample_budget, training_traces
 
 
 @dataclass
@@ -197,7 +188,7 @@ def _plot_turing(curves: dict, path: Path) -> Path:
     ax.set_title("Theorem 2.2: the table learner is exact once coverage holds", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    from toolssm.evaluate import save_figure
+    from toolssm.plots import save_figure
 
     return save_figure(fig, path)
 
@@ -231,7 +222,8 @@ def _models(cfg: TheoryConfig, say) -> dict[str, Path]:
 
 def theorem21(cfg: TheoryConfig, say) -> tuple[dict, Path]:
     from toolssm.checkpoint import check_task_format, load_checkpoint
-    from toolssm.evaluate import evaluate, format_comparison
+    from toolssm.evaluate import evaluate
+    from toolssm.plots import format_comparison
     from toolssm.tasks import get_task
 
     say("== Theorem 2.1: without interaction, a GSSM fails once supp_α(f(D_n)) exceeds its state count ==")
