@@ -306,8 +306,5 @@ class GatedDeltaNet(RecurrentLM):
         self.norm = RMSNorm(d_model, eps)
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
         # fla: normal(0.02) weights; the residual outputs (o_proj, down_proj) scaled by 1/sqrt(2 n_layers)
-        normal_init(self)
-        with torch.no_grad():
-            for layer in self.layers:
-                layer.attn.o_proj.weight /= math.sqrt(2 * n_layers)
-                layer.mlp.down_proj.weight /= math.sqrt(2 * n_layers)
+        normal_init(self, [w for layer in self.layers for w in (layer.attn.o_proj.weight, layer.mlp.down_proj.weight)],
+                    math.sqrt(2 * n_layers))

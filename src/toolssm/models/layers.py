@@ -20,6 +20,7 @@ convolution's last inputs and an SSM state (Mamba, Mamba-2, Gated DeltaNet):
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -54,13 +55,20 @@ class MLP(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))  # via (B, T, d_ff)
 
 
-def normal_init(model: nn.Module, std: float = 0.02, zero_bias: bool = False) -> None:
-    """Every Linear and Embedding weight drawn from normal(0, std), in module order; zero_bias: Linear biases 0."""
+def normal_init(
+    model: nn.Module, residual: Iterable[Tensor] = (), scale: float = 1.0, std: float = 0.02, zero_bias: bool = False
+) -> None:
+    """Every Linear and Embedding weight drawn from normal(0, std), in module order (zero_bias: Linear biases 0),
+    then each weight in ``residual`` (the residual branches' output projections) divided by ``scale``: GPT-2's
+    1/sqrt(2 n_layers) with two branches per layer."""
     for m in model.modules():
         if isinstance(m, (nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, std=std)
         if zero_bias and isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
+    with torch.no_grad():
+        for w in residual:
+            w /= scale
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ The architecture follows Hugging Face's Mistral (Apache-2.0); the code here is w
 
 RMSNorm pre-norm, sequential residual, no biases, rotary embeddings on the full head dim (attention.py),
 SwiGLU MLP down_proj(silu(gate_proj(x)) * up_proj(x)) (layers.py, as RMSNorm and the shell), optional
-grouped-query attention (``n_kv_heads`` key/value heads shared by n_heads / n_kv_heads query heads each). ``pos="nope"``: no position encoding.
+grouped-query attention (``n_kv_heads`` key/value heads shared by n_heads / n_kv_heads query heads each).
+``pos="nope"``: no position encoding.
 
 Sliding window: the token at position t attends to positions t-window+1 .. t (itself and the window-1 tokens
 before it), in the parallel forward and in decoding alike. ``window=None`` (constructor only) is full causal
@@ -129,11 +130,8 @@ class Mistral(LanguageModel):
         self.norm = RMSNorm(d_model, eps)
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
         # normal(0.02) weights; GPT-2 style 1/sqrt(2 n_layers) on the residual outputs
-        normal_init(self)
-        with torch.no_grad():
-            for layer in self.layers:
-                layer.self_attn.o_proj.weight /= math.sqrt(2 * n_layers)
-                layer.mlp.down_proj.weight /= math.sqrt(2 * n_layers)
+        residual = [w for layer in self.layers for w in (layer.self_attn.o_proj.weight, layer.mlp.down_proj.weight)]
+        normal_init(self, residual, math.sqrt(2 * n_layers))
 
     @property
     def fixed_state(self) -> bool:

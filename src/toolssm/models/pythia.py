@@ -132,11 +132,8 @@ class Pythia(LanguageModel):
         # tied: the head reuses embed_in's matrix, not a shared Parameter (safetensors refuses shared tensors)
         self.embed_out = None if tie_embeddings else nn.Linear(d_model, vocab_size, bias=False)
         # GPT-NeoX: normal(0.02) weights, zero biases; GPT-2 style 1/sqrt(2 n_layers) on the residual outputs
-        normal_init(self, zero_bias=True)
-        with torch.no_grad():
-            for layer in self.layers:
-                layer.attention.dense.weight /= math.sqrt(2 * n_layers)
-                layer.mlp.dense_4h_to_h.weight /= math.sqrt(2 * n_layers)
+        residual = [w for layer in self.layers for w in (layer.attention.dense.weight, layer.mlp.dense_4h_to_h.weight)]
+        normal_init(self, residual, math.sqrt(2 * n_layers), zero_bias=True)
 
     @property
     def fixed_state(self) -> bool:
