@@ -28,7 +28,7 @@ from toolssm.reproduce import ReproduceConfig, run_reproduce
 from toolssm.runtime import keep_freed_memory
 from toolssm.tasks import get_task
 from toolssm.theory.cli import TheoryConfig, run_theory
-from toolssm.train import TimeLimitReached, TrainConfig, check_out, resolve_device, train
+from toolssm.train import TimeLimitReached, TrainConfig, check_out, load_config_file, resolve_device, train
 
 DEFAULT_LENGTHS = ("5", "10", "100", "1000")
 
@@ -334,6 +334,25 @@ def _one_line(captured: str) -> str:
     return f"{msg} (see --help)"
 
 
+def config_file_args(cls: type, args: list[str]) -> tuple[list[str], object | None]:
+    """``--config FILE`` (train and demo): the file's config as the defaults, the other flags on top."""
+    at = [i for i, a in enumerate(args) if a == "--config" or a.startswith("--config=")]
+    if not at:
+        return args, None
+    if not issubclass(cls, TrainConfig):
+        raise ValueError("--config takes a training config: it is for train and demo")
+    if len(at) > 1:
+        raise ValueError("--config given twice: give one file")
+    i = at[0]
+    if args[i] == "--config":
+        if i + 1 >= len(args):
+            raise ValueError("--config needs a file, e.g. --config runs/demo/train_config.json")
+        path, rest = args[i + 1], args[:i] + args[i + 2 :]
+    else:
+        path, rest = args[i].split("=", 1)[1], args[:i] + args[i + 1 :]
+    return rest, load_config_file(path, cls)
+
+
 def parse(argv: list[str]):
     if not argv or argv[0] not in COMMANDS:
         if argv and argv[0] in ("-h", "--help"):
@@ -350,10 +369,11 @@ def parse(argv: list[str]):
         what = f"unknown command {argv[0]!r}" if argv else "missing command"
         raise ValueError(f"{what} (choose from: {', '.join(COMMANDS)})")
     cls, fn = COMMANDS[argv[0]]
+    args, default = config_file_args(cls, argv[1:])
     buf = io.StringIO()
     try:
         with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-            cfg = tyro.cli(cls, args=argv[1:], prog=f"toolssm {argv[0]}")
+            cfg = tyro.cli(cls, args=args, default=default, prog=f"toolssm {argv[0]}")
     except SystemExit as e:
         if e.code in (0, None):  # --help
             sys.stdout.write(buf.getvalue())
