@@ -1,4 +1,7 @@
-"""The ``toolssm`` command: train, eval, solve, demo. Every config field is a flag (tyro).
+"""toolssm: state-space and recurrent models that use tools, trained short and tested long.
+
+Every command is one of tyro's subcommands and every config field a flag, so ``--help``, usage and shell completion
+(``toolssm --tyro-write-completion bash FILE``) all come from the dataclasses below.
 
 Bad input (an unknown task or model, a bad size, a missing or corrupt checkpoint, a malformed flag) ends
 with one line, ``toolssm: error: ...``, and exit code 2. Set ``TOOLSSM_DEBUG=1`` for the traceback.
@@ -7,6 +10,7 @@ with one line, ``toolssm: error: ...``, and exit code 2. Set ``TOOLSSM_DEBUG=1``
 from __future__ import annotations
 
 import contextlib
+import difflib
 import io
 import json
 import os
@@ -17,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Annotated, Union
 
 import torch
 import tyro
@@ -45,17 +50,21 @@ class EvalConfig:
     n_problems: int = 20
     """problems per size"""
     batch_size: int = 32
+    """problems decoded together"""
     seed: int = 1234
+    """seed of the problems drawn at each size (the same seed gives the same problems)"""
     out: str | None = None
     """where to write results (default: <run>/eval)"""
     token_acc: bool = True
     """also measure teacher-forced token accuracy"""
     device: str = "auto"
+    """auto (cuda when present), cpu or cuda"""
     threads: int = 1
     """torch CPU threads for decoding: its per-token ops are tiny, so more threads only add overhead"""
     procs: int = 1
     """CPU processes to fan the batches out over (one thread each); results equal --procs 1 at the same batch size"""
     progress: bool = True
+    """show progress bars while decoding"""
 
 
 @dataclass
@@ -65,11 +74,13 @@ class SolveConfig:
     problem: tyro.conf.Positional[str]
     """the problem, e.g. 123+4567"""
     checkpoint: str = "runs/demo"
+    """checkpoint folder, or the run folder holding it"""
     trace: bool = False
     """print the full trajectory, one role per line"""
     max_tokens: int | None = None
     """generation budget (default: the task's)"""
     device: str = "cpu"
+    """cpu or cuda (decoding one problem: the CPU is usually faster)"""
 
 
 @dataclass
@@ -87,7 +98,9 @@ class DemoConfig(TrainConfig):
     lengths: tuple[str, ...] = DEFAULT_LENGTHS
     """sizes to test after training ('<=N', quoted: problems drawn as in training, every size up to N)"""
     n_problems: int = 20
+    """test problems per size"""
     eval_batch_size: int = 32
+    """test problems decoded together"""
     eval_threads: int = 1
     """torch CPU threads for the evaluation's decoding (training uses ``threads``)"""
 
@@ -226,11 +239,16 @@ class CompareConfig:
     jobs: int = 2
     """models trained at once, one torch thread each"""
     task: str = "addition"
+    """task name"""
     train_size: int = 5
+    """largest problem size seen in training"""
     steps: int = 2500
+    """training steps of every model"""
     seed: int = 0
+    """training seed of every model"""
     lengths: tuple[str, ...] = DEFAULT_LENGTHS
     n_problems: int = 20
+    """test problems per size"""
     extra: tuple[str, ...] = ()
     """more `toolssm demo` flags for every model, e.g. --extra=--lr --extra=1e-3"""
 
@@ -322,7 +340,7 @@ COMMANDS = {
 
 
 def _one_line(captured: str) -> str:
-    """Condense tyro's boxed error message to its first sentence."""
+    """Condense tyro's boxed error message to one line: its first sentence, and the flags it suggests."""
     lines = [re.sub(r"^[\s│╭╰─┃|]+|[\s│╮╯─┃|]+$", "", ln) for ln in captured.splitlines()]
     lines = [ln for ln in lines if ln and not set(ln) <= set("─-━ ")]
     if not lines:
@@ -331,6 +349,11 @@ def _one_line(captured: str) -> str:
     msg = body[0] if body else lines[0]
     if msg.endswith(":") and len(body) > 1:  # "Missing from toolssm solve:" names what below it
         msg = f"{msg} {' '.join(body[1:3])}"
+    at = next((i for i, ln in enumerate(body) if ln.lower().startswith("perhaps you meant")), None)
+    if at is not None:  # tyro's suggestions: the flags (or commands) it lists, without their help lines
+        flags = [ln.split()[0] for ln in body[at + 1 :] if ln.startswith("-") or re.fullmatch(r"[a-z][\w-]*", ln)]
+        if flags:
+            msg = f"{msg}; perhaps you meant {', '.join(dict.fromkeys(flags[:3]))}"
     return f"{msg} (see --help)"
 
 
@@ -353,32 +376,44 @@ def config_file_args(cls: type, args: list[str]) -> tuple[list[str], object | No
     return rest, load_config_file(path, cls)
 
 
+def _summary(cls: type) -> str:
+    return (cls.__doc__ or "").strip().splitlines()[0]
+
+
+def _commands_type(defaults: dict[str, object]):
+    """Every command as one of tyro's subcommands (so ``--help``, usage and completion come from `COMMANDS`);
+    ``defaults``: a command's config to start from (``--config FILE``)."""
+    members = [
+        Annotated[cls, tyro.conf.subcommand(name, default=defaults.get(name, tyro.MISSING_NONPROP),
+                                            description=_summary(cls), prefix_name=False)]  # fmt: skip
+        for name, (cls, _) in COMMANDS.items()
+    ]
+    return Union[tuple(members)]  # noqa: UP007 - built at run time
+
+
 def parse(argv: list[str]):
-    if not argv or argv[0] not in COMMANDS:
-        if argv and argv[0] in ("-h", "--help"):
-            print("usage: toolssm {demo,compare,train,eval,solve,reproduce,report,theory} [--help] [FLAGS]\n\n"
-                  "  demo     train on short problems, then test on long ones (the paper's headline)\n"
-                  "  compare  the demo for several architectures, one table and plot (Figure 2)\n"
-                  "  train    train a model on a task's expert trajectories\n"
-                  "  eval     evaluate a checkpoint over a grid of problem sizes\n"
-                  "  solve    solve one problem with a trained model and its tool\n"
-                  "  reproduce  one table or figure of the paper: a resumable sweep, then its report\n"
-                  "  report     rebuild paper-style tables and plots from a sweep's records\n"
-                  "  theory     the paper's theorems, run: Turing-machine table learner, the state-count bound")  # fmt: skip
-            raise SystemExit(0)
-        what = f"unknown command {argv[0]!r}" if argv else "missing command"
-        raise ValueError(f"{what} (choose from: {', '.join(COMMANDS)})")
-    cls, fn = COMMANDS[argv[0]]
-    args, default = config_file_args(cls, argv[1:])
+    """The command's config and its function; tyro's own errors condensed to one line."""
+    if not argv:
+        raise ValueError(f"missing command (choose from: {', '.join(COMMANDS)}; see toolssm --help)")
+    if not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        close = difflib.get_close_matches(argv[0], COMMANDS, n=1)
+        hint = f"; perhaps you meant {close[0]}" if close else ""
+        raise ValueError(f"unknown command {argv[0]!r} (choose from: {', '.join(COMMANDS)}){hint}")
+    defaults = {}
+    if argv[0] in COMMANDS:
+        rest, default = config_file_args(COMMANDS[argv[0]][0], argv[1:])
+        if default is not None:
+            argv, defaults = [argv[0], *rest], {argv[0]: default}
     buf = io.StringIO()
     try:
         with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-            cfg = tyro.cli(cls, args=args, default=default, prog=f"toolssm {argv[0]}")
+            cfg = tyro.cli(_commands_type(defaults), args=argv, prog="toolssm", description=__doc__.split("\n\n")[0])
     except SystemExit as e:
         if e.code in (0, None):  # --help
             sys.stdout.write(buf.getvalue())
             raise
         raise ValueError(_one_line(buf.getvalue())) from None
+    fn = next(fn for cls, fn in COMMANDS.values() if type(cfg) is cls)
     return cfg, fn
 
 

@@ -266,6 +266,7 @@ class ReportConfig:
     generalize: float = 0.9
     """a seed generalizes when its answer accuracy at the largest tested size is at least this"""
     plots: bool = True
+    """also draw the plots (PNG)"""
 
 
 def run_report(cfg: ReportConfig) -> int:

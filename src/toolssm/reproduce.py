@@ -271,6 +271,7 @@ class ReproduceConfig:
     set: tuple[str, ...] = ()
     """training overrides for every run, key=value (e.g. steps=100 model.d_model=32)"""
     device: str = "auto"
+    """auto (cuda when present), cpu or cuda, for every run"""
     dry_run: bool = False
     """list the runs (done or to do) and stop"""
     launcher: Literal["local", "submitit"] = "local"

@@ -87,7 +87,9 @@ class TrainConfig:
     """start from a Hugging Face checkpoint folder (Mamba, Mamba-2, GPT-NeoX/Pythia: config.json, weights, and
     tokenizer.json for a text task); its config sets the model, so --model.* flags are refused"""
     steps: int = 2500
+    """optimizer steps"""
     batch_size: int = 32
+    """problems per step (the global batch under torchrun)"""
     lr: float = 3e-3
     """peak learning rate"""
     min_lr: float = 1e-4
@@ -95,14 +97,19 @@ class TrainConfig:
     warmup: int = 100
     """linear warmup steps"""
     weight_decay: float = 0.0
+    """AdamW weight decay"""
     grad_clip: float = 1.0
+    """clip the gradient norm to this (0: no clipping)"""
     seed: int = 0
+    """seed of the model's initialisation and of every batch (a batch is a function of seed and step)"""
     out: str = "runs/train"
     """run folder: checkpoint/, log.jsonl"""
     resume: bool = False
     """continue from the checkpoint in ``out`` if there is one"""
     save_every: int = 500
+    """save a checkpoint every N steps (and at the end, and on a stop)"""
     log_every: int = 25
+    """write a training row to log.jsonl every N steps"""
     device: str = "auto"
     """auto (cuda when present), cpu or cuda"""
     threads: int = 0
@@ -111,6 +118,7 @@ class TrainConfig:
     """activation checkpointing: recompute each layer's activations in the backward instead of keeping them
     (memory of one layer's activations, not all; ~1/3 more compute; not for lstm/gru)"""
     progress: bool = True
+    """show a progress bar"""
     time_limit: float = 0.0
     """seconds of training in this process, then stop at a step boundary with a checkpoint (0: none); the
     command exits 124 and ``--resume`` continues exactly"""
