@@ -19,7 +19,7 @@ import re
 import shlex
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Annotated, Union
 
@@ -29,8 +29,11 @@ import tyro
 from toolssm.checkpoint import CheckpointError, check_task_format, load_checkpoint
 from toolssm.evaluate import evaluate, format_comparison, format_table, plot_curves, save_results
 from toolssm.report import ReportConfig, run_report
-from toolssm.reproduce import ReproduceConfig, run_reproduce
+from toolssm.report import curve as record_curve
+from toolssm.report import results as record_results
+from toolssm.reproduce import CPU_COST, ReproduceConfig, run_reproduce
 from toolssm.runtime import keep_freed_memory
+from toolssm.sweep import Run, execute, parse_overrides, record_path, set_dotted, sweep
 from toolssm.tasks import get_task
 from toolssm.theory.cli import TheoryConfig, run_theory
 from toolssm.train import TimeLimitReached, TrainConfig, check_out, load_config_file, resolve_device, train
@@ -91,10 +94,10 @@ class DemoConfig(TrainConfig):
     resume: bool = True
     """continue the run in ``out`` (a finished one is only evaluated again); a different config is refused"""
     seed: int = 1
-    """seed 1 is the first of the 10-seed study (bench/seeds.py) whose model generalizes; 9 of seeds 0-9 do,
+    """seed 1 is the first of the 10-seed study (docs/design.md, "seeds") whose model generalizes; 9 of seeds 0-9 do,
     seed 0 reaches 50% at 1,000 digits (docs/design.md, "seeds")"""
     threads: int = 1
-    """torch CPU threads for training: 1 makes the run bit-identical to bench/seeds.py's for the same seed"""
+    """torch CPU threads for training: 1 makes the run bit-identical to a sweep's run of the same seed"""
     lengths: tuple[str, ...] = DEFAULT_LENGTHS
     """sizes to test after training ('<=N', quoted: problems drawn as in training, every size up to N)"""
     n_problems: int = 20
@@ -202,30 +205,45 @@ def _example(task, spec: str) -> str:
     return shlex.quote(text)
 
 
+def demo_run(cfg: DemoConfig) -> Run:
+    """The demo as a one-run plan: its training config (every field but where it goes and how it reports)
+    and its evaluation. Its record goes to ``OUT/records/``, written when and only when the run is done."""
+    train_fields = {f.name: getattr(cfg, f.name) for f in fields(TrainConfig) if f.name not in ("out", "resume", "progress")}
+    train_fields["model"] = asdict(cfg.model)
+    train_fields = json.loads(json.dumps(train_fields))  # tuples as lists, as a record holds them
+    return Run(experiment="demo", row=cfg.model.arch, train=train_fields, lengths=tuple(cfg.lengths),
+               n_problems=cfg.n_problems, eval_batch_size=cfg.eval_batch_size)  # fmt: skip
+
+
 def run_demo(cfg: DemoConfig) -> int:
     cfg.validate()
     _check_eval(cfg.lengths, cfg.n_problems, cfg.eval_batch_size, cfg.eval_threads, flags="--eval-batch-size")
     task = get_task(cfg.task)
     for s in cfg.lengths:
         task.spec_size(s)
-    train_cfg = TrainConfig(**{f.name: getattr(cfg, f.name) for f in fields(TrainConfig)})
+    out = Path(cfg.out)
+    run = demo_run(cfg)
+    if not cfg.resume and find_checkpoint_or_none(out) is not None:
+        TrainConfig(**{f.name: getattr(cfg, f.name) for f in fields(TrainConfig)}).validate()
+        raise ValueError(f"{out} already holds a checkpoint: drop --no-resume to continue it, or choose another --out")
     t0 = time.perf_counter()
-    print(f"toolssm demo: train {cfg.model.arch} on {cfg.task} of size <= {cfg.train_size}, "
-          f"then test at sizes {', '.join(cfg.lengths)}")  # fmt: skip
-    ckpt = train(train_cfg)
-    t_train = time.perf_counter() - t0
-    print(f"trained in {t_train:.0f}s; checkpoint: {ckpt}")
+    if record_path(out, run).is_file():
+        print(f"toolssm demo: {out} holds this demo's finished run ({record_path(out, run)}): its results")
+    else:
+        print(f"toolssm demo: train {cfg.model.arch} on {cfg.task} of size <= {cfg.train_size}, "
+              f"then test at sizes {', '.join(cfg.lengths)}")  # fmt: skip
     _setup(cfg.eval_threads)
-    loaded = load_checkpoint(ckpt, resolve_device(cfg.device))
-    results = evaluate(
-        loaded.model, task, loaded.vocab, cfg.lengths, n_problems=cfg.n_problems, seed=1234,
-        batch_size=cfg.eval_batch_size, device=resolve_device(cfg.device), progress=cfg.progress,
-    )  # fmt: skip
-    _report(results, Path(cfg.out) / "eval", train_size=cfg.train_size, label=cfg.model.arch, task=cfg.task,
-            checkpoint=str(ckpt))  # fmt: skip
-    print(f"demo finished in {time.perf_counter() - t0:.0f}s (training {t_train:.0f}s). "
+    rec = execute(run, out, folder=out, progress=cfg.progress)
+    print(f"trained in {rec['train_s']:.0f}s, evaluated in {rec['eval_s']:.0f}s; checkpoint: {out / 'checkpoint'}")
+    _report(record_results(rec), out / "eval", train_size=cfg.train_size, label=cfg.model.arch, task=cfg.task,
+            checkpoint=str(out / "checkpoint"))  # fmt: skip
+    print(f"demo finished in {time.perf_counter() - t0:.0f}s (training {rec['train_s']:.0f}s). "
           f"Try: toolssm solve --checkpoint {cfg.out} {_example(task, cfg.lengths[0])} --trace")  # fmt: skip
     return 0
+
+
+def find_checkpoint_or_none(out: Path) -> Path | None:
+    return next((out / d for d in ("checkpoint", "checkpoint.prev") if (out / d / "config.json").is_file()), None)
 
 
 @dataclass
@@ -233,11 +251,11 @@ class CompareConfig:
     """Train several architectures with the demo recipe and compare their length generalization (Figure 2)."""
 
     models: tuple[str, ...] = ("lstm", "gru", "mamba", "pythia", "mistral")
-    """architectures (cpu presets), each trained like `toolssm demo --model NAME`"""
+    """architectures (cpu presets), each trained with the demo recipe"""
     out: str = "runs/compare"
-    """one run folder per model under it; finished models are skipped on a rerun"""
+    """a sweep folder: one run per model (runs/, records/); a rerun skips the finished ones"""
     jobs: int = 2
-    """models trained at once, one torch thread each"""
+    """models trained at once, each in its own process with one torch thread"""
     task: str = "addition"
     """task name"""
     train_size: int = 5
@@ -247,17 +265,27 @@ class CompareConfig:
     seed: int = 0
     """training seed of every model"""
     lengths: tuple[str, ...] = DEFAULT_LENGTHS
+    """sizes to test"""
     n_problems: int = 20
     """test problems per size"""
-    extra: tuple[str, ...] = ()
-    """more `toolssm demo` flags for every model, e.g. --extra=--lr --extra=1e-3"""
+    set: tuple[str, ...] = ()
+    """more training settings for every model, key=value (e.g. lr=1e-3 model.d_model=32 batch_size=16)"""
+
+
+def compare_plan(cfg: CompareConfig) -> list[Run]:
+    """One run per model: the demo recipe with this compare's settings (a sweep plan)."""
+    base = {"task": cfg.task, "train_size": cfg.train_size, "steps": cfg.steps, "seed": cfg.seed}
+    runs = []
+    for m in cfg.models:
+        train_fields = {**base, "model": {"arch": m}}
+        for key, value in parse_overrides(cfg.set).items():
+            train_fields = set_dotted(train_fields, key, value)
+        runs.append(Run(experiment="compare", row=m, train=train_fields, lengths=tuple(cfg.lengths),
+                        n_problems=cfg.n_problems, cost=CPU_COST.get(m, 1.0)))  # fmt: skip
+    return runs
 
 
 def run_compare(cfg: CompareConfig) -> int:
-    import subprocess
-    from concurrent.futures import ThreadPoolExecutor
-
-    from toolssm.evaluate import LengthResult
     from toolssm.models import model_names
 
     if not cfg.models:
@@ -266,57 +294,21 @@ def run_compare(cfg: CompareConfig) -> int:
         if m not in model_names():
             raise ValueError(f"unknown model {m!r} (choose from: {', '.join(model_names())})")
         if cfg.models.count(m) > 1:
-            raise ValueError(f"model {m!r} is listed twice in --models: each model has one run folder")
+            raise ValueError(f"model {m!r} is listed twice in --models: each model has one run")
     if cfg.jobs < 1:
         raise ValueError(f"bad jobs={cfg.jobs}: must be positive")
     check_out(cfg.out)
     _check_eval(cfg.lengths, cfg.n_problems, 1, 0, flags="--batch-size")
-    DemoConfig(task=cfg.task, train_size=cfg.train_size, steps=cfg.steps).validate()  # each model's demo, checked
     task = get_task(cfg.task)
-    for s in cfg.lengths:
-        task.spec_size(s)
+    runs = compare_plan(cfg)
+    for r in runs:  # every model's config and every size, checked before any training
+        r.train_config(Path("unused")).validate()
+        for s in cfg.lengths:
+            task.spec_size(s)
     out = Path(cfg.out)
-
-    def demo_args(model: str) -> list[str]:
-        return ["demo", "--model", model, "--out", str(out / model), "--threads", "1", "--task", cfg.task,
-                "--train-size", str(cfg.train_size), "--steps", str(cfg.steps), "--seed", str(cfg.seed),
-                "--n-problems", str(cfg.n_problems), "--no-progress", "--lengths", *cfg.lengths, *cfg.extra]  # fmt: skip
-
-    def done(model: str) -> bool:
-        """True when the model's results are this compare's; False when it has none; refused when another's."""
-        run = out / model
-        if not (run / "eval" / "results.json").is_file():
-            return False
-        stamp = run / "compare.json"
-        if stamp.is_file() and json.loads(stamp.read_text()) == demo_args(model):
-            return True
-        raise ValueError(f"{run} holds {model} results from other settings than this compare's "
-                         f"(see {stamp.name if stamp.is_file() else 'its demo.log'}): choose another --out")  # fmt: skip
-
-    finished = {m: done(m) for m in cfg.models}  # every refusal before any training
-
-    def one(model: str) -> tuple[str, float]:
-        run = out / model
-        if finished[model]:
-            return model, 0.0
-        argv = [sys.executable, "-m", "toolssm.cli", *demo_args(model)]
-        run.mkdir(parents=True, exist_ok=True)
-        t0 = time.perf_counter()
-        with (run / "demo.log").open("w") as log:
-            proc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        if proc.returncode != 0:
-            raise ValueError(f"{model} failed (exit {proc.returncode}); see {run / 'demo.log'}")
-        (run / "compare.json").write_text(json.dumps(demo_args(model)))
-        print(f"  {model}: done in {time.perf_counter() - t0:.0f}s", flush=True)
-        return model, time.perf_counter() - t0
-
     print(f"comparing {', '.join(cfg.models)} on {cfg.task} (train <= {cfg.train_size}), {cfg.jobs} at a time")
-    with ThreadPoolExecutor(cfg.jobs) as pool:
-        list(pool.map(one, cfg.models))
-    curves = {}
-    for m in cfg.models:
-        data = json.loads((out / m / "eval" / "results.json").read_text())
-        curves[m] = [LengthResult(**r) for r in data["results"]]
+    records = sweep(runs, out, jobs=cfg.jobs, log=lambda line: print(line, flush=True))
+    curves = {rec["row"]: record_curve(rec) for rec in records}
     table = format_comparison(curves, train_size=cfg.train_size)
     (out / "table.md").write_text(table + "\n")
     png = plot_curves(curves, out / "accuracy.png", train_size=cfg.train_size,

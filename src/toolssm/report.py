@@ -100,6 +100,11 @@ class RowSummary:
         return paper_cell(self.train_size, self.median_curve())
 
     @property
+    def worst_cell(self) -> str:
+        """The paper's cell of the worst seed (ranked as the best run is: largest size reached, then accuracy)."""
+        return run_cell(min(self.seeds, key=_rank))
+
+    @property
     def n_generalize(self) -> int:
         k = 0
         for rec in self.seeds:
@@ -144,14 +149,14 @@ def format_report(rows: list[RowSummary], *, planned: int | None = None) -> str:
         n_rec = sum(r.n_runs for r in mine)
         parts.append(f"## {exp}\n")
         has_panel = any(r.panel for r in mine)
-        head = [*["panel"] * has_panel, "row", "ours: best", "paper", "all seeds: median",
+        head = [*["panel"] * has_panel, "row", "ours: best", "paper", "all seeds: median", "worst seed",
                 f"seeds ≥ {mine[0].generalize:.0%} at largest",
                 *(f"{s} as trained" if s.startswith(TRAINING_DRAW) else s for s in specs)]  # fmt: skip
         parts += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in mine:
             by = {x.spec: x for x in results(r.best)}
             cells = [_cell(by[s], r.best["n_problems"]) if s in by else " " for s in specs]
-            line = [*[r.panel] * has_panel, r.row, r.best_cell, r.paper, r.median_cell,
+            line = [*[r.panel] * has_panel, r.row, r.best_cell, r.paper, r.median_cell, r.worst_cell,
                     f"{r.n_generalize}/{len(r.seeds)}", *cells]  # fmt: skip
             parts.append("| " + " | ".join(line) + " |")
         notes = [

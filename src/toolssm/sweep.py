@@ -86,8 +86,7 @@ class Run:
         return f"{label}-s{self.seed}-{digest}"
 
     def train_config(self, out: Path) -> TrainConfig:
-        kw = {k: v for k, v in self.train.items() if k != "model"}
-        kw["mix"] = tuple(kw.get("mix", ()))
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in self.train.items() if k != "model"}
         cfg = TrainConfig(**kw, model=ModelConfig(**self.train.get("model", {})))
         cfg.out, cfg.resume, cfg.progress = str(out), True, False
         return cfg
@@ -249,8 +248,13 @@ def aggregate(root: str | Path) -> Path:
 # -- one run ----------------------------------------------------------------------------------------------
 
 
-def execute(run: Run, root: str | Path, commit: str = "", jobs: int = 1) -> dict[str, Any]:
-    """Train (resuming from the run's checkpoint if there is one), evaluate, write the record; return it."""
+def execute(
+    run: Run, root: str | Path, commit: str = "", jobs: int = 1, *, folder: str | Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train (resuming from the run's checkpoint if there is one), evaluate, write the record; return it.
+    ``folder``: the run's folder (default ``root/runs/<run id>``; `toolssm demo` trains in its --out);
+    ``progress``: progress bars for training and decoding."""
     from toolssm.checkpoint import load_checkpoint
     from toolssm.evaluate import evaluate
     from toolssm.tasks import get_task
@@ -260,7 +264,8 @@ def execute(run: Run, root: str | Path, commit: str = "", jobs: int = 1) -> dict
     if path.is_file():
         return json.loads(path.read_text())
     t0, started = time.perf_counter(), time.time()
-    cfg = run.train_config(root / "runs" / run.run_id)
+    cfg = run.train_config(Path(folder) if folder is not None else root / "runs" / run.run_id)
+    cfg.progress = progress
     ckpt = train(cfg)
     t_train = time.perf_counter() - t0
     device = resolve_device(cfg.device)
@@ -268,7 +273,7 @@ def execute(run: Run, root: str | Path, commit: str = "", jobs: int = 1) -> dict
     task = get_task(cfg.task)
     results = evaluate(
         loaded.model, task, loaded.vocab, run.lengths, n_problems=run.n_problems, seed=run.eval_seed,
-        batch_size=run.eval_batch_size, device=device, progress=False, stop_below=run.stop_below,
+        batch_size=run.eval_batch_size, device=device, progress=progress, stop_below=run.stop_below,
         time_limit=run.eval_time_limit,
     )  # fmt: skip
     done = {r.spec for r in results}
@@ -281,13 +286,22 @@ def execute(run: Run, root: str | Path, commit: str = "", jobs: int = 1) -> dict
         "results": [asdict(r) for r in results], "skipped": [s for s in run.lengths if s not in done],
         "train_s": round(t_train, 2), "eval_s": round(time.perf_counter() - t0 - t_train, 2),
         "wall_s": round(time.perf_counter() - t0, 2), "commit": commit or git_commit(),
-        "torch": torch.__version__, "host": platform.node(), "threads": torch.get_num_threads(),
+        "toolssm": _version(), "torch": torch.__version__, "python": platform.python_version(), "host": platform.node(), "threads": torch.get_num_threads(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "started_at": round(started, 3),
         "ended_at": round(time.time(), 3), "jobs": jobs,
         "malloc": "kept" if freed_memory_kept() else "system",  # toolssm.runtime: it changes the wall times
     }  # fmt: skip
     write_atomic(path, json.dumps(record) + "\n")
     return record
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("toolssm")
+    except PackageNotFoundError:  # a source tree on PYTHONPATH, not installed
+        return "unknown"
 
 
 def _n_params(model) -> int:
