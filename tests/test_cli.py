@@ -85,24 +85,27 @@ def test_solve_prints_an_answer_and_a_verdict(capsys, ckpt):
     assert "      input  [BOS]\n" in out and ("thought  " in out or "command  " in out)  # the trace shows roles
 
 
-def test_compare_trains_each_model_resumes_and_writes_one_table(capsys, tmp_path):
+def test_compare_is_a_sweep_whose_rerun_skips_finished_models(capsys, tmp_path):
     out = tmp_path / "cmp"
     argv = ["compare", "--models", "lstm", "gru", "--out", str(out), "--steps", "2", "--train-size", "2",
-            "--lengths", "2", "3", "--n-problems", "1", "--jobs", "2",
-            "--extra=--model.d-model", "--extra=8", "--extra=--batch-size", "--extra=2"]  # fmt: skip
+            "--lengths", "2", "3", "--n-problems", "1", "--jobs", "2", "--set", "model.d_model=8", "batch_size=2"]  # fmt: skip
     assert main(argv) == 0
     table = (out / "table.md").read_text()
     assert "| lstm | 2→" in table and "| gru | 2→" in table
     assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
-    stamp = (out / "lstm" / "eval" / "results.json").stat().st_mtime_ns
+    records = sorted((out / "records").glob("*.jsonl"))
+    assert len(records) == 2
+    rec = json.loads(records[0].read_text())
+    assert rec["experiment"] == "compare" and rec["commit"] and rec["torch"] and rec["toolssm"]
+    assert rec["config"]["model"]["d_model"] == 8 and rec["config"]["batch_size"] == 2
+    stamps = [p.stat().st_mtime_ns for p in records]
     capsys.readouterr()
     assert main(argv) == 0  # a rerun skips finished models
-    assert (out / "lstm" / "eval" / "results.json").stat().st_mtime_ns == stamp
-    assert "done in" not in capsys.readouterr().out
-    before = (out / "table.md").read_bytes()
-    other = [a if a != "3" else "4" for a in argv]  # other settings: the old results are not this compare's
-    assert "holds lstm results from other settings" in one_line_error(capsys, other)
-    assert (out / "table.md").read_bytes() == before  # and nothing was rewritten
+    assert [p.stat().st_mtime_ns for p in records] == stamps
+    assert "2 of 2 runs already done; 0 to run" in capsys.readouterr().out
+    other = [a if a != "3" else "4" for a in argv]  # other settings: other runs, beside the first ones
+    assert main(other) == 0
+    assert len(list((out / "records").glob("*.jsonl"))) == 4
 
 
 @pytest.mark.parametrize("models, needle", [([], "no models to compare"), (["lstm", "lstm"], "listed twice"),
@@ -183,7 +186,7 @@ def test_demo_rerun_evaluates_its_finished_run_again_and_refuses_another_config(
     capsys.readouterr()
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "from step 2 of 2 (finished: nothing to train)" in out and "demo finished" in out  # evaluated again
+    assert "holds this demo's finished run" in out and "demo finished" in out  # its record, not a new run
     assert (tmp_path / "checkpoint" / "model.safetensors").read_bytes() == weights
     assert "seed=1 here, 2 asked" in one_line_error(capsys, [*argv, "--seed", "2"])
 

@@ -21,22 +21,22 @@ def rec(row, seed, accs, *, lr=1e-3, skipped=(), experiment="fig2-addition", siz
 
 
 @pytest.mark.parametrize(
-    "records, best_seed, best_cell, median_cell, n_gen",
+    "records, best_seed, best_cell, median_cell, worst_cell, n_gen",
     [
         # three seeds of one config: the best is seed 2, the median is seed 0's curve, 2 of 3 generalize
         ([rec("lstm", 0, [1, 1, 1, 0.5]), rec("lstm", 1, [1, 1, 0.9, 0.0]), rec("lstm", 2, [1, 1, 1, 1])],
-         2, "5→1K (100%)", "5→1K (50%)", 1),
+         2, "5→1K (100%)", "5→1K (50%)", "5→100 (90%)", 1),
         # the best config wins over the grid; the all-seeds view uses that config's seeds only
         ([rec("lstm", 0, [1, 0.2, 0.0, 0.0]), rec("lstm", 0, [1, 1, 1, 0.95], lr=3e-3),
-          rec("lstm", 1, [1, 1, 0.1, 0.0], lr=3e-3)], 0, "5→1K (95%)", "5→1K (48%)", 1),
+          rec("lstm", 1, [1, 1, 0.1, 0.0], lr=3e-3)], 0, "5→1K (95%)", "5→1K (48%)", "5→100 (10%)", 1),
         # skipped sizes count as 0%
-        ([rec("pythia", 0, [1, 0.0], skipped=("100", "1000"))], 0, "5→5 (100%)", "5→5 (100%)", 0),
+        ([rec("pythia", 0, [1, 0.0], skipped=("100", "1000"))], 0, "5→5 (100%)", "5→5 (100%)", "5→5 (100%)", 0),
     ],
 )
-def test_best_of_seeds_and_all_seeds(records, best_seed, best_cell, median_cell, n_gen):
+def test_best_of_seeds_and_all_seeds(records, best_seed, best_cell, median_cell, worst_cell, n_gen):
     (row,) = summarize(records)
     assert row.best["seed"] == best_seed and row.best_cell == best_cell
-    assert row.median_cell == median_cell
+    assert row.median_cell == median_cell and row.worst_cell == worst_cell
     assert row.n_generalize == n_gen and row.n_runs == len(records)
 
 

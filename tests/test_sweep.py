@@ -203,3 +203,50 @@ def test_ctrl_c_on_a_parallel_sweep_saves_each_run_in_training_and_exits(tmp_pat
         step = json.loads((f.parent / "checkpoint" / "config.json").read_text())["step"]
         assert 1 <= step and step >= done
     assert not _records(out)  # no run was finished, so none has a record
+
+
+#: record fields that say where and when a run happened, not what it found
+HOST_AND_TIME = ("host", "finished_at", "started_at", "ended_at", "train_s", "eval_s", "wall_s")
+
+
+def _result_fields(rec: dict) -> dict:
+    out = {k: v for k, v in rec.items() if k not in HOST_AND_TIME}
+    out["results"] = [{k: v for k, v in r.items() if k != "seconds"} for r in rec["results"]]
+    return out
+
+
+def test_a_submitit_sweep_writes_the_in_process_records_and_a_rerun_redoes_exactly_the_missing(tmp_path):
+    """``--launcher submitit`` (its local executor here; SLURM on a cluster): the same records as the local
+    process pool, apart from host and time; a sweep stopped halfway redoes only the runs without a record."""
+    pytest.importorskip("submitit", reason="submitit is the cluster extra (in dev)")
+    from toolssm.sweep import Launcher
+
+    runs = [tiny_run("lstm"), tiny_run("gru"), tiny_run("lstm", seed=1), tiny_run("gru", seed=1)]
+    local = sweep(runs, tmp_path / "local", jobs=2, log=lambda s: None)
+    launcher = Launcher("submitit", cluster="local", timeout_min=10)
+    said = []
+    cluster = sweep(runs, tmp_path / "cluster", jobs=2, log=said.append, launcher=launcher)
+    assert said[0] == "0 of 4 runs already done; 4 to run, 2 at a time"
+    assert [_result_fields(r) for r in cluster] == [_result_fields(r) for r in local]
+    assert list((tmp_path / "cluster" / "submitit").iterdir())  # the jobs' logs
+
+    # halfway: two runs' records are there, two are not (as after a kill between them)
+    keep = {runs[0].run_id, runs[2].run_id}
+    for r in runs:
+        if r.run_id not in keep:
+            record_path(tmp_path / "cluster", r).unlink()
+    stamps = {r.run_id: record_path(tmp_path / "cluster", r).stat().st_mtime_ns for r in runs if r.run_id in keep}
+    said.clear()
+    again = sweep(runs, tmp_path / "cluster", jobs=2, log=said.append, launcher=launcher)
+    assert said[0] == "2 of 4 runs already done; 2 to run, 2 at a time"
+    assert sum(line.lstrip().startswith("[") for line in said) == 2  # exactly two runs reported as run
+    assert all(record_path(tmp_path / "cluster", r).stat().st_mtime_ns == stamps[r.run_id]
+               for r in runs if r.run_id in keep)  # fmt: skip
+    assert [_result_fields(r) for r in again] == [_result_fields(r) for r in local]
+
+
+def test_reproduce_refuses_cluster_flags_without_the_launcher(capsys):
+    from toolssm.cli import main
+
+    assert main(["reproduce", "fig2-addition", "--partition", "gpu", "--dry-run"]) == 2
+    assert "go with --launcher submitit" in capsys.readouterr().err

@@ -1,4 +1,7 @@
-"""The ``toolssm`` command: train, eval, solve, demo. Every config field is a flag (tyro).
+"""toolssm: state-space and recurrent models that use tools, trained short and tested long.
+
+Every command is one of tyro's subcommands and every config field a flag, so ``--help``, usage and shell completion
+(``toolssm --tyro-write-completion bash FILE``) all come from the dataclasses below.
 
 Bad input (an unknown task or model, a bad size, a missing or corrupt checkpoint, a malformed flag) ends
 with one line, ``toolssm: error: ...``, and exit code 2. Set ``TOOLSSM_DEBUG=1`` for the traceback.
@@ -7,6 +10,7 @@ with one line, ``toolssm: error: ...``, and exit code 2. Set ``TOOLSSM_DEBUG=1``
 from __future__ import annotations
 
 import contextlib
+import difflib
 import io
 import json
 import os
@@ -15,8 +19,9 @@ import re
 import shlex
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Annotated, Union
 
 import torch
 import tyro
@@ -26,10 +31,13 @@ from toolssm.cli_theory import TheoryConfig, run_theory
 from toolssm.evaluate import evaluate, save_results
 from toolssm.plots import format_comparison, format_table, plot_curves
 from toolssm.report import ReportConfig, run_report
-from toolssm.reproduce import ReproduceConfig, run_reproduce
+from toolssm.records import curve as record_curve
+from toolssm.records import results as record_results
+from toolssm.reproduce import CPU_COST, ReproduceConfig, run_reproduce
 from toolssm.runtime import keep_freed_memory
+from toolssm.sweep import Run, execute, parse_overrides, record_path, set_dotted, sweep
 from toolssm.tasks import get_task
-from toolssm.train import TimeLimitReached, TrainConfig, check_out, resolve_device, train
+from toolssm.train import TimeLimitReached, TrainConfig, check_out, load_config_file, resolve_device, train
 
 DEFAULT_LENGTHS = ("5", "10", "100", "1000")
 
@@ -46,17 +54,21 @@ class EvalConfig:
     n_problems: int = 20
     """problems per size"""
     batch_size: int = 32
+    """problems decoded together"""
     seed: int = 1234
+    """seed of the problems drawn at each size (the same seed gives the same problems)"""
     out: str | None = None
     """where to write results (default: <run>/eval)"""
     token_acc: bool = True
     """also measure teacher-forced token accuracy"""
     device: str = "auto"
+    """auto (cuda when present), cpu or cuda"""
     threads: int = 1
     """torch CPU threads for decoding: its per-token ops are tiny, so more threads only add overhead"""
     procs: int = 1
     """CPU processes to fan the batches out over (one thread each); results equal --procs 1 at the same batch size"""
     progress: bool = True
+    """show progress bars while decoding"""
 
 
 @dataclass
@@ -66,11 +78,13 @@ class SolveConfig:
     problem: tyro.conf.Positional[str]
     """the problem, e.g. 123+4567"""
     checkpoint: str = "runs/demo"
+    """checkpoint folder, or the run folder holding it"""
     trace: bool = False
     """print the full trajectory, one role per line"""
     max_tokens: int | None = None
     """generation budget (default: the task's)"""
     device: str = "cpu"
+    """cpu or cuda (decoding one problem: the CPU is usually faster)"""
 
 
 @dataclass
@@ -81,14 +95,16 @@ class DemoConfig(TrainConfig):
     resume: bool = True
     """continue the run in ``out`` (a finished one is only evaluated again); a different config is refused"""
     seed: int = 1
-    """seed 1 is the first of the 10-seed study (bench/seeds.py) whose model generalizes; 9 of seeds 0-9 do,
+    """seed 1 is the first of the 10-seed study (docs/design.md, "seeds") whose model generalizes; 9 of seeds 0-9 do,
     seed 0 reaches 50% at 1,000 digits (docs/design.md, "seeds")"""
     threads: int = 1
-    """torch CPU threads for training: 1 makes the run bit-identical to bench/seeds.py's for the same seed"""
+    """torch CPU threads for training: 1 makes the run bit-identical to a sweep's run of the same seed"""
     lengths: tuple[str, ...] = DEFAULT_LENGTHS
     """sizes to test after training ('<=N', quoted: problems drawn as in training, every size up to N)"""
     n_problems: int = 20
+    """test problems per size"""
     eval_batch_size: int = 32
+    """test problems decoded together"""
     eval_threads: int = 1
     """torch CPU threads for the evaluation's decoding (training uses ``threads``)"""
 
@@ -190,30 +206,45 @@ def _example(task, spec: str) -> str:
     return shlex.quote(text)
 
 
+def demo_run(cfg: DemoConfig) -> Run:
+    """The demo as a one-run plan: its training config (every field but where it goes and how it reports)
+    and its evaluation. Its record goes to ``OUT/records/``, written when and only when the run is done."""
+    train_fields = {f.name: getattr(cfg, f.name) for f in fields(TrainConfig) if f.name not in ("out", "resume", "progress")}
+    train_fields["model"] = asdict(cfg.model)
+    train_fields = json.loads(json.dumps(train_fields))  # tuples as lists, as a record holds them
+    return Run(experiment="demo", row=cfg.model.arch, train=train_fields, lengths=tuple(cfg.lengths),
+               n_problems=cfg.n_problems, eval_batch_size=cfg.eval_batch_size)  # fmt: skip
+
+
 def run_demo(cfg: DemoConfig) -> int:
     cfg.validate()
     _check_eval(cfg.lengths, cfg.n_problems, cfg.eval_batch_size, cfg.eval_threads, flags="--eval-batch-size")
     task = get_task(cfg.task)
     for s in cfg.lengths:
         task.spec_size(s)
-    train_cfg = TrainConfig(**{f.name: getattr(cfg, f.name) for f in fields(TrainConfig)})
+    out = Path(cfg.out)
+    run = demo_run(cfg)
+    if not cfg.resume and find_checkpoint_or_none(out) is not None:
+        TrainConfig(**{f.name: getattr(cfg, f.name) for f in fields(TrainConfig)}).validate()
+        raise ValueError(f"{out} already holds a checkpoint: drop --no-resume to continue it, or choose another --out")
     t0 = time.perf_counter()
-    print(f"toolssm demo: train {cfg.model.arch} on {cfg.task} of size <= {cfg.train_size}, "
-          f"then test at sizes {', '.join(cfg.lengths)}")  # fmt: skip
-    ckpt = train(train_cfg)
-    t_train = time.perf_counter() - t0
-    print(f"trained in {t_train:.0f}s; checkpoint: {ckpt}")
+    if record_path(out, run).is_file():
+        print(f"toolssm demo: {out} holds this demo's finished run ({record_path(out, run)}): its results")
+    else:
+        print(f"toolssm demo: train {cfg.model.arch} on {cfg.task} of size <= {cfg.train_size}, "
+              f"then test at sizes {', '.join(cfg.lengths)}")  # fmt: skip
     _setup(cfg.eval_threads)
-    loaded = load_checkpoint(ckpt, resolve_device(cfg.device))
-    results = evaluate(
-        loaded.model, task, loaded.vocab, cfg.lengths, n_problems=cfg.n_problems, seed=1234,
-        batch_size=cfg.eval_batch_size, device=resolve_device(cfg.device), progress=cfg.progress,
-    )  # fmt: skip
-    _report(results, Path(cfg.out) / "eval", train_size=cfg.train_size, label=cfg.model.arch, task=cfg.task,
-            checkpoint=str(ckpt))  # fmt: skip
-    print(f"demo finished in {time.perf_counter() - t0:.0f}s (training {t_train:.0f}s). "
+    rec = execute(run, out, folder=out, progress=cfg.progress)
+    print(f"trained in {rec['train_s']:.0f}s, evaluated in {rec['eval_s']:.0f}s; checkpoint: {out / 'checkpoint'}")
+    _report(record_results(rec), out / "eval", train_size=cfg.train_size, label=cfg.model.arch, task=cfg.task,
+            checkpoint=str(out / "checkpoint"))  # fmt: skip
+    print(f"demo finished in {time.perf_counter() - t0:.0f}s (training {rec['train_s']:.0f}s). "
           f"Try: toolssm solve --checkpoint {cfg.out} {_example(task, cfg.lengths[0])} --trace")  # fmt: skip
     return 0
+
+
+def find_checkpoint_or_none(out: Path) -> Path | None:
+    return next((out / d for d in ("checkpoint", "checkpoint.prev") if (out / d / "config.json").is_file()), None)
 
 
 @dataclass
@@ -221,26 +252,41 @@ class CompareConfig:
     """Train several architectures with the demo recipe and compare their length generalization (Figure 2)."""
 
     models: tuple[str, ...] = ("lstm", "gru", "mamba", "pythia", "mistral")
-    """architectures (cpu presets), each trained like `toolssm demo --model NAME`"""
+    """architectures (cpu presets), each trained with the demo recipe"""
     out: str = "runs/compare"
-    """one run folder per model under it; finished models are skipped on a rerun"""
+    """a sweep folder: one run per model (runs/, records/); a rerun skips the finished ones"""
     jobs: int = 2
-    """models trained at once, one torch thread each"""
+    """models trained at once, each in its own process with one torch thread"""
     task: str = "addition"
+    """task name"""
     train_size: int = 5
+    """largest problem size seen in training"""
     steps: int = 2500
+    """training steps of every model"""
     seed: int = 0
+    """training seed of every model"""
     lengths: tuple[str, ...] = DEFAULT_LENGTHS
+    """sizes to test"""
     n_problems: int = 20
-    extra: tuple[str, ...] = ()
-    """more `toolssm demo` flags for every model, e.g. --extra=--lr --extra=1e-3"""
+    """test problems per size"""
+    set: tuple[str, ...] = ()
+    """more training settings for every model, key=value (e.g. lr=1e-3 model.d_model=32 batch_size=16)"""
+
+
+def compare_plan(cfg: CompareConfig) -> list[Run]:
+    """One run per model: the demo recipe with this compare's settings (a sweep plan)."""
+    base = {"task": cfg.task, "train_size": cfg.train_size, "steps": cfg.steps, "seed": cfg.seed}
+    runs = []
+    for m in cfg.models:
+        train_fields = {**base, "model": {"arch": m}}
+        for key, value in parse_overrides(cfg.set).items():
+            train_fields = set_dotted(train_fields, key, value)
+        runs.append(Run(experiment="compare", row=m, train=train_fields, lengths=tuple(cfg.lengths),
+                        n_problems=cfg.n_problems, cost=CPU_COST.get(m, 1.0)))  # fmt: skip
+    return runs
 
 
 def run_compare(cfg: CompareConfig) -> int:
-    import subprocess
-    from concurrent.futures import ThreadPoolExecutor
-
-    from toolssm.evaluate import LengthResult
     from toolssm.models import model_names
 
     if not cfg.models:
@@ -249,57 +295,21 @@ def run_compare(cfg: CompareConfig) -> int:
         if m not in model_names():
             raise ValueError(f"unknown model {m!r} (choose from: {', '.join(model_names())})")
         if cfg.models.count(m) > 1:
-            raise ValueError(f"model {m!r} is listed twice in --models: each model has one run folder")
+            raise ValueError(f"model {m!r} is listed twice in --models: each model has one run")
     if cfg.jobs < 1:
         raise ValueError(f"bad jobs={cfg.jobs}: must be positive")
     check_out(cfg.out)
     _check_eval(cfg.lengths, cfg.n_problems, 1, 0, flags="--batch-size")
-    DemoConfig(task=cfg.task, train_size=cfg.train_size, steps=cfg.steps).validate()  # each model's demo, checked
     task = get_task(cfg.task)
-    for s in cfg.lengths:
-        task.spec_size(s)
+    runs = compare_plan(cfg)
+    for r in runs:  # every model's config and every size, checked before any training
+        r.train_config(Path("unused")).validate()
+        for s in cfg.lengths:
+            task.spec_size(s)
     out = Path(cfg.out)
-
-    def demo_args(model: str) -> list[str]:
-        return ["demo", "--model", model, "--out", str(out / model), "--threads", "1", "--task", cfg.task,
-                "--train-size", str(cfg.train_size), "--steps", str(cfg.steps), "--seed", str(cfg.seed),
-                "--n-problems", str(cfg.n_problems), "--no-progress", "--lengths", *cfg.lengths, *cfg.extra]  # fmt: skip
-
-    def done(model: str) -> bool:
-        """True when the model's results are this compare's; False when it has none; refused when another's."""
-        run = out / model
-        if not (run / "eval" / "results.json").is_file():
-            return False
-        stamp = run / "compare.json"
-        if stamp.is_file() and json.loads(stamp.read_text()) == demo_args(model):
-            return True
-        raise ValueError(f"{run} holds {model} results from other settings than this compare's "
-                         f"(see {stamp.name if stamp.is_file() else 'its demo.log'}): choose another --out")  # fmt: skip
-
-    finished = {m: done(m) for m in cfg.models}  # every refusal before any training
-
-    def one(model: str) -> tuple[str, float]:
-        run = out / model
-        if finished[model]:
-            return model, 0.0
-        argv = [sys.executable, "-m", "toolssm.cli", *demo_args(model)]
-        run.mkdir(parents=True, exist_ok=True)
-        t0 = time.perf_counter()
-        with (run / "demo.log").open("w") as log:
-            proc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        if proc.returncode != 0:
-            raise ValueError(f"{model} failed (exit {proc.returncode}); see {run / 'demo.log'}")
-        (run / "compare.json").write_text(json.dumps(demo_args(model)))
-        print(f"  {model}: done in {time.perf_counter() - t0:.0f}s", flush=True)
-        return model, time.perf_counter() - t0
-
     print(f"comparing {', '.join(cfg.models)} on {cfg.task} (train <= {cfg.train_size}), {cfg.jobs} at a time")
-    with ThreadPoolExecutor(cfg.jobs) as pool:
-        list(pool.map(one, cfg.models))
-    curves = {}
-    for m in cfg.models:
-        data = json.loads((out / m / "eval" / "results.json").read_text())
-        curves[m] = [LengthResult(**r) for r in data["results"]]
+    records = sweep(runs, out, jobs=cfg.jobs, log=lambda line: print(line, flush=True))
+    curves = {rec["row"]: record_curve(rec) for rec in records}
     table = format_comparison(curves, train_size=cfg.train_size)
     (out / "table.md").write_text(table + "\n")
     png = plot_curves(curves, out / "accuracy.png", train_size=cfg.train_size,
@@ -328,7 +338,7 @@ COMMANDS = {
 
 
 def _one_line(captured: str) -> str:
-    """Condense tyro's boxed error message to its first sentence."""
+    """Condense tyro's boxed error message to one line: its first sentence, and the flags it suggests."""
     lines = [re.sub(r"^[\s│╭╰─┃|]+|[\s│╮╯─┃|]+$", "", ln) for ln in captured.splitlines()]
     lines = [ln for ln in lines if ln and not set(ln) <= set("─-━ ")]
     if not lines:
@@ -337,34 +347,71 @@ def _one_line(captured: str) -> str:
     msg = body[0] if body else lines[0]
     if msg.endswith(":") and len(body) > 1:  # "Missing from toolssm solve:" names what below it
         msg = f"{msg} {' '.join(body[1:3])}"
+    at = next((i for i, ln in enumerate(body) if ln.lower().startswith("perhaps you meant")), None)
+    if at is not None:  # tyro's suggestions: the flags (or commands) it lists, without their help lines
+        flags = [ln.split()[0] for ln in body[at + 1 :] if ln.startswith("-") or re.fullmatch(r"[a-z][\w-]*", ln)]
+        if flags:
+            msg = f"{msg}; perhaps you meant {', '.join(dict.fromkeys(flags[:3]))}"
     return f"{msg} (see --help)"
 
 
+def config_file_args(cls: type, args: list[str]) -> tuple[list[str], object | None]:
+    """``--config FILE`` (train and demo): the file's config as the defaults, the other flags on top."""
+    at = [i for i, a in enumerate(args) if a == "--config" or a.startswith("--config=")]
+    if not at:
+        return args, None
+    if not issubclass(cls, TrainConfig):
+        raise ValueError("--config takes a training config: it is for train and demo")
+    if len(at) > 1:
+        raise ValueError("--config given twice: give one file")
+    i = at[0]
+    if args[i] == "--config":
+        if i + 1 >= len(args):
+            raise ValueError("--config needs a file, e.g. --config runs/demo/train_config.json")
+        path, rest = args[i + 1], args[:i] + args[i + 2 :]
+    else:
+        path, rest = args[i].split("=", 1)[1], args[:i] + args[i + 1 :]
+    return rest, load_config_file(path, cls)
+
+
+def _summary(cls: type) -> str:
+    return (cls.__doc__ or "").strip().splitlines()[0]
+
+
+def _commands_type(defaults: dict[str, object]):
+    """Every command as one of tyro's subcommands (so ``--help``, usage and completion come from `COMMANDS`);
+    ``defaults``: a command's config to start from (``--config FILE``)."""
+    members = [
+        Annotated[cls, tyro.conf.subcommand(name, default=defaults.get(name, tyro.MISSING_NONPROP),
+                                            description=_summary(cls), prefix_name=False)]  # fmt: skip
+        for name, (cls, _) in COMMANDS.items()
+    ]
+    return Union[tuple(members)]  # noqa: UP007 - built at run time
+
+
 def parse(argv: list[str]):
-    if not argv or argv[0] not in COMMANDS:
-        if argv and argv[0] in ("-h", "--help"):
-            print("usage: toolssm {demo,compare,train,eval,solve,reproduce,report,theory} [--help] [FLAGS]\n\n"
-                  "  demo     train on short problems, then test on long ones (the paper's headline)\n"
-                  "  compare  the demo for several architectures, one table and plot (Figure 2)\n"
-                  "  train    train a model on a task's expert trajectories\n"
-                  "  eval     evaluate a checkpoint over a grid of problem sizes\n"
-                  "  solve    solve one problem with a trained model and its tool\n"
-                  "  reproduce  one table or figure of the paper: a resumable sweep, then its report\n"
-                  "  report     rebuild paper-style tables and plots from a sweep's records\n"
-                  "  theory     the paper's theorems, run: Turing-machine table learner, the state-count bound")  # fmt: skip
-            raise SystemExit(0)
-        what = f"unknown command {argv[0]!r}" if argv else "missing command"
-        raise ValueError(f"{what} (choose from: {', '.join(COMMANDS)})")
-    cls, fn = COMMANDS[argv[0]]
+    """The command's config and its function; tyro's own errors condensed to one line."""
+    if not argv:
+        raise ValueError(f"missing command (choose from: {', '.join(COMMANDS)}; see toolssm --help)")
+    if not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        close = difflib.get_close_matches(argv[0], COMMANDS, n=1)
+        hint = f"; perhaps you meant {close[0]}" if close else ""
+        raise ValueError(f"unknown command {argv[0]!r} (choose from: {', '.join(COMMANDS)}){hint}")
+    defaults = {}
+    if argv[0] in COMMANDS:
+        rest, default = config_file_args(COMMANDS[argv[0]][0], argv[1:])
+        if default is not None:
+            argv, defaults = [argv[0], *rest], {argv[0]: default}
     buf = io.StringIO()
     try:
         with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-            cfg = tyro.cli(cls, args=argv[1:], prog=f"toolssm {argv[0]}")
+            cfg = tyro.cli(_commands_type(defaults), args=argv, prog="toolssm", description=__doc__.split("\n\n")[0])
     except SystemExit as e:
         if e.code in (0, None):  # --help
             sys.stdout.write(buf.getvalue())
             raise
         raise ValueError(_one_line(buf.getvalue())) from None
+    fn = next(fn for cls, fn in COMMANDS.values() if type(cfg) is cls)
     return cfg, fn
 
 

@@ -60,9 +60,13 @@ class TheoryConfig:
     sizes: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16, 20, 32)
     """operand digits at which the models are tested"""
     gssm_problems: int = 50
+    """problems per size for the Theorem 2.1 models' evaluation"""
     parts: tuple[str, ...] = ("turing", "gssm")
+    """which parts to run: turing (Theorem 2.2), gssm (Theorem 2.1)"""
     seed: int = 0
+    """seed of the sampled problems and of the quick models' training"""
     progress: bool = False
+    """show progress bars"""
 
 
 def _validate(cfg: TheoryConfig) -> None:

@@ -122,6 +122,36 @@ def plot_curves(
     return save_figure(fig, path)
 
 
+def plot_training_curve(rows: Sequence[dict], path: str | Path, *, title: str = "") -> Path:
+    """Answer exact match (solid) and trajectory exact match (dashed, where it differs) against the training
+    step, one colour per evaluated size: when, during training, a model starts to generalize to each size.
+    ``rows``: evaluation rows of a metrics log (``step``, ``eval_size``, ``answer_acc``, ``trajectory_acc``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(str(r["eval_size"]), []).append(r)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    markers = "osD^vP*Xh<>p"
+    for k, (spec, rs) in enumerate(by.items()):
+        rs = sorted({r["step"]: r for r in rs}.values(), key=lambda r: r["step"])  # a step logged twice: the last
+        xs, ans, traj = [r["step"] for r in rs], [r["answer_acc"] for r in rs], [r["trajectory_acc"] for r in rs]
+        (line,) = ax.plot(xs, ans, "-", marker=markers[k % len(markers)], ms=max(3.0, 7.0 - 0.6 * k), mfc="none",
+                          label=f"size {spec}")  # fmt: skip
+        if any(abs(a - t) > 1e-9 for a, t in zip(ans, traj)):
+            ax.plot(xs, traj, "--", color=line.get_color(), alpha=0.6)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("answer exact match (dashed: trajectory EM)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best", framealpha=0.9)
+    return save_figure(fig, path)
+
+
 def save_figure(fig, path: str | Path) -> Path:
     """Lay out, write (creating the folder) and close a matplotlib figure; return its path."""
     import matplotlib.pyplot as plt

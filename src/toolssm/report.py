@@ -81,6 +81,11 @@ class RowSummary:
         return paper_cell(self.train_size, self.median_curve())
 
     @property
+    def worst_cell(self) -> str:
+        """The paper's cell of the worst seed (ranked as the best run is: largest size reached, then accuracy)."""
+        return run_cell(min(self.seeds, key=_rank))
+
+    @property
     def n_generalize(self) -> int:
         k = 0
         for rec in self.seeds:
@@ -125,14 +130,14 @@ def format_report(rows: list[RowSummary], *, planned: int | None = None) -> str:
         n_rec = sum(r.n_runs for r in mine)
         parts.append(f"## {exp}\n")
         has_panel = any(r.panel for r in mine)
-        head = [*["panel"] * has_panel, "row", "ours: best", "paper", "all seeds: median",
+        head = [*["panel"] * has_panel, "row", "ours: best", "paper", "all seeds: median", "worst seed",
                 f"seeds ≥ {mine[0].generalize:.0%} at largest",
                 *(f"{s} as trained" if s.startswith(TRAINING_DRAW) else s for s in specs)]  # fmt: skip
         parts += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in mine:
             by = {x.spec: x for x in results(r.best)}
             cells = [_cell(by[s], r.best["n_problems"]) if s in by else " " for s in specs]
-            line = [*[r.panel] * has_panel, r.row, r.best_cell, r.paper, r.median_cell,
+            line = [*[r.panel] * has_panel, r.row, r.best_cell, r.paper, r.median_cell, r.worst_cell,
                     f"{r.n_generalize}/{len(r.seeds)}", *cells]  # fmt: skip
             parts.append("| " + " | ".join(line) + " |")
         notes = [
@@ -190,6 +195,8 @@ def report(root: str | Path, *, generalize: float = 0.9, plots: bool = True) -> 
     folders = [root] if (root / "records").is_dir() or (root / "results.jsonl").is_file() else sorted(
         p for p in root.iterdir() if p.is_dir() and ((p / "records").is_dir() or (p / "results.jsonl").is_file())
     ) if root.is_dir() else []  # fmt: skip
+    if not folders and (root / "log.jsonl").is_file():  # a training run: its evaluations against the step
+        return training_report(root, plots=plots)
     if not folders:
         why = "the path does not exist" if not root.exists() else "expected records/ or results.jsonl in it or below"
         raise ValueError(f"no sweep records under {root}: {why}")
@@ -210,15 +217,42 @@ def report(root: str | Path, *, generalize: float = 0.9, plots: bool = True) -> 
     return "\n".join(texts), files
 
 
+def training_report(run: Path, *, plots: bool = True) -> tuple[str, list[Path]]:
+    """A training run's evaluations (``--eval-every``): answer EM per size against the step, as a table
+    (eval_curve.md) and a plot (eval_curve.png)."""
+    from toolssm.plots import plot_training_curve
+    from toolssm.loggers import read_log
+
+    rows = [r for r in read_log(run / "log.jsonl") if "eval_size" in r]
+    if not rows:
+        raise ValueError(f"no evaluations in {run / 'log.jsonl'}: train with --eval-every N to record them")
+    table: dict[int, dict[str, dict]] = defaultdict(dict)
+    for r in rows:
+        table[r["step"]][str(r["eval_size"])] = r
+    sizes = list(dict.fromkeys(str(r["eval_size"]) for r in rows))
+    lines = ["| step | " + " | ".join(f"size {s}" for s in sizes) + " |", "|" + "---|" * (len(sizes) + 1)]
+    for step in sorted(table):
+        cells = [f"{table[step][s]['answer_acc']:.0%}" if s in table[step] else "–" for s in sizes]
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    text = f"answer exact match during training ({run})\n\n" + "\n".join(lines) + "\n"
+    (run / "eval_curve.md").write_text(text)
+    files = [run / "eval_curve.md"]
+    if plots:
+        files.append(plot_training_curve(rows, run / "eval_curve.png", title=f"{run.name}: accuracy during training"))
+    return text, files
+
+
 @dataclass
 class ReportConfig:
     """Rebuild the paper-style tables and plots of a sweep folder (or of every sweep folder under it)."""
 
     results: tyro.conf.Positional[str]
-    """a sweep folder (records/ or results.jsonl), e.g. runs/reproduce/fig2-addition-cpu"""
+    """a sweep folder (records/ or results.jsonl), e.g. runs/reproduce/fig2-addition-cpu, or a training run
+    folder trained with --eval-every (its accuracy against the training step)"""
     generalize: float = 0.9
     """a seed generalizes when its answer accuracy at the largest tested size is at least this"""
     plots: bool = True
+    """also draw the plots (PNG)"""
 
 
 def run_report(cfg: ReportConfig) -> int:

@@ -34,7 +34,7 @@ import tyro
 from toolssm.experiments import EXPERIMENTS, PAPER_STEPS, Experiment
 from toolssm.models import ModelConfig, has_fixed_state
 from toolssm.report import report
-from toolssm.sweep import Run, expand_grid, parse_overrides, record_path, set_dotted, sweep
+from toolssm.sweep import Launcher, Run, expand_grid, parse_overrides, record_path, set_dotted, sweep
 from toolssm.tasks import get_task
 from toolssm.train import TrainConfig, check_device, check_out
 
@@ -134,8 +134,17 @@ class ReproduceConfig:
     set: tuple[str, ...] = ()
     """training overrides for every run, key=value (e.g. steps=100 model.d_model=32)"""
     device: str = "auto"
+    """auto (cuda when present), cpu or cuda, for every run"""
     dry_run: bool = False
     """list the runs (done or to do) and stop"""
+    launcher: Literal["local", "submitit"] = "local"
+    """local: here, --jobs at a time; submitit: one job per run through submitit (SLURM, or its local executor)"""
+    cluster: str = ""
+    """with --launcher submitit: slurm, local or debug (default: SLURM when srun is found, else local)"""
+    partition: str = ""
+    """with --launcher submitit: the SLURM partition"""
+    timeout_min: int = 240
+    """with --launcher submitit: each job's time limit, minutes (a cut-off run resumes on rerun)"""
 
 
 def describe() -> str:
@@ -163,6 +172,10 @@ def run_reproduce(cfg: ReproduceConfig, commands: Commands | None = None) -> int
     if cfg.jobs < 1:
         raise ValueError(f"bad --jobs {cfg.jobs}: must be positive")
     check_device(cfg.device)
+    if cfg.launcher == "local" and (cfg.cluster or cfg.partition):
+        raise ValueError("--cluster and --partition go with --launcher submitit")
+    if cfg.timeout_min < 1:
+        raise ValueError(f"bad --timeout-min {cfg.timeout_min}: must be positive")
     if cfg.out:
         check_out(cfg.out)
     if exp.requires and importlib.util.find_spec(exp.requires) is None:
@@ -200,7 +213,8 @@ def run_reproduce(cfg: ReproduceConfig, commands: Commands | None = None) -> int
             print(f"  {'done' if record_path(out, r).is_file() else 'todo'}  {r.run_id}")
         return 0
     t0 = time.perf_counter()
-    sweep(runs, out, jobs=cfg.jobs, log=lambda s: print(s, flush=True))
+    launcher = Launcher(cfg.launcher, cluster=cfg.cluster, partition=cfg.partition, timeout_min=cfg.timeout_min)
+    sweep(runs, out, jobs=cfg.jobs, log=lambda s: print(s, flush=True), launcher=launcher)
     text, files = report(out)
     print()
     print(text)

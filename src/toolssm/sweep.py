@@ -37,7 +37,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -86,8 +86,7 @@ class Run:
         return f"{label}-s{self.seed}-{digest}"
 
     def train_config(self, out: Path) -> TrainConfig:
-        kw = {k: v for k, v in self.train.items() if k != "model"}
-        kw["mix"] = tuple(kw.get("mix", ()))
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in self.train.items() if k != "model"}
         cfg = TrainConfig(**kw, model=ModelConfig(**self.train.get("model", {})))
         cfg.out, cfg.resume, cfg.progress = str(out), True, False
         return cfg
@@ -249,8 +248,13 @@ def aggregate(root: str | Path) -> Path:
 # -- one run ----------------------------------------------------------------------------------------------
 
 
-def execute(run: Run, root: str | Path, commit: str = "", jobs: int = 1) -> dict[str, Any]:
-    """Train (resuming from the run's checkpoint if there is one), evaluate, write the record; return it."""
+def execute(
+    run: Run, root: str | Path, commit: str = "", jobs: int = 1, *, folder: str | Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train (resuming from the run's checkpoint if there is one), evaluate, write the record; return it.
+    ``folder``: the run's folder (default ``root/runs/<run id>``; `toolssm demo` trains in its --out);
+    ``progress``: progress bars for training and decoding."""
     from toolssm.checkpoint import load_checkpoint
     from toolssm.evaluate import evaluate
     from toolssm.tasks import get_task
@@ -260,7 +264,8 @@ def execute(run: Run, root: str | Path, commit: str = "", jobs: int = 1) -> dict
     if path.is_file():
         return json.loads(path.read_text())
     t0, started = time.perf_counter(), time.time()
-    cfg = run.train_config(root / "runs" / run.run_id)
+    cfg = run.train_config(Path(folder) if folder is not None else root / "runs" / run.run_id)
+    cfg.progress = progress
     ckpt = train(cfg)
     t_train = time.perf_counter() - t0
     device = resolve_device(cfg.device)
@@ -268,7 +273,7 @@ def execute(run: Run, root: str | Path, commit: str = "", jobs: int = 1) -> dict
     task = get_task(cfg.task)
     results = evaluate(
         loaded.model, task, loaded.vocab, run.lengths, n_problems=run.n_problems, seed=run.eval_seed,
-        batch_size=run.eval_batch_size, device=device, progress=False, stop_below=run.stop_below,
+        batch_size=run.eval_batch_size, device=device, progress=progress, stop_below=run.stop_below,
         time_limit=run.eval_time_limit,
     )  # fmt: skip
     done = {r.spec for r in results}
@@ -281,7 +286,7 @@ def execute(run: Run, root: str | Path, commit: str = "", jobs: int = 1) -> dict
         "results": [asdict(r) for r in results], "skipped": [s for s in run.lengths if s not in done],
         "train_s": round(t_train, 2), "eval_s": round(time.perf_counter() - t0 - t_train, 2),
         "wall_s": round(time.perf_counter() - t0, 2), "commit": commit or git_commit(),
-        "torch": torch.__version__, "host": platform.node(), "threads": torch.get_num_threads(),
+        "toolssm": _version(), "torch": torch.__version__, "python": platform.python_version(), "host": platform.node(), "threads": torch.get_num_threads(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "started_at": round(started, 3),
         "ended_at": round(time.time(), 3), "jobs": jobs,
         "malloc": "kept" if freed_memory_kept() else "system",  # toolssm.runtime: it changes the wall times
@@ -290,8 +295,50 @@ def execute(run: Run, root: str | Path, commit: str = "", jobs: int = 1) -> dict
     return record
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("toolssm")
+    except PackageNotFoundError:  # a source tree on PYTHONPATH, not installed
+        return "unknown"
+
+
 def _n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def _submit(todo: Sequence[Run], root: Path, commit: str, jobs: int, launcher: Launcher, finished) -> None:
+    """Submit the runs through submitit, at most ``jobs`` in flight (a window, so a local executor does not start
+    them all at once), and report each as it ends. On Ctrl-C the jobs in flight are cancelled: a cancelled run in
+    training has saved its last checkpoint and resumes from it on the next submission."""
+    executor = _submitit_executor(root, launcher)
+    queue, flying = list(todo), {}
+    try:
+        while queue or flying:
+            while queue and len(flying) < jobs:
+                run = queue.pop(0)
+                flying[executor.submit(_execute_job, run, root, commit, jobs, freed_memory_kept())] = run
+            done = [j for j in flying if j.done()]
+            if not done:
+                time.sleep(0.5)
+                continue
+            for job in done:
+                run = flying.pop(job)
+                try:
+                    rec = job.result()
+                except Exception as e:  # noqa: BLE001 - submitit's FailedJobError/UncompletedJobError
+                    finished(run, None, RuntimeError(str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)))
+                    continue
+                if "stopped" in rec:
+                    finished(run, None, TimeLimitReached(rec["stopped"]))
+                else:
+                    finished(run, rec, None)
+    except KeyboardInterrupt:
+        for job in flying:
+            with contextlib.suppress(Exception):
+                job.cancel(check=False)
+        raise KeyboardInterrupt("the submitted runs were cancelled; rerun the same command to continue them") from None
 
 
 def _execute_in_worker(*args) -> dict[str, Any]:
@@ -303,6 +350,50 @@ def _execute_in_worker(*args) -> dict[str, Any]:
         os._exit(130)
 
 
+@dataclass
+class Launcher:
+    """Where a sweep's runs execute. ``local``: this machine (``jobs`` at a time, in this process or a process
+    pool); ``submitit``: jobs through submitit (pip install -e ".[cluster]"): SLURM where ``srun`` is found,
+    else its local executor, one job per run. The job is `execute` itself, so a cluster run writes the very
+    record a local one would, and a rerun submits exactly the runs that have no record yet."""
+
+    name: Literal["local", "submitit"] = "local"
+    cluster: str = ""
+    """submitit's executor: "" (SLURM when available, else local), slurm, local or debug"""
+    partition: str = ""
+    """the SLURM partition"""
+    timeout_min: int = 240
+    """each job's time limit on the cluster, minutes (a run cut off there resumes from its checkpoint on rerun)"""
+    cpus_per_task: int = 1
+    gpus_per_node: int = 0
+
+
+def _submitit_executor(root: Path, launcher: Launcher):
+    try:
+        import submitit
+    except ImportError:
+        raise ValueError('--launcher submitit needs the submitit package: pip install -e ".[cluster]"') from None
+    executor = submitit.AutoExecutor(folder=str(root / "submitit" / "%j"), cluster=launcher.cluster or None)
+    params: dict[str, Any] = {"timeout_min": launcher.timeout_min, "cpus_per_task": launcher.cpus_per_task,
+                              "name": f"toolssm-{root.name}"}  # fmt: skip
+    if launcher.gpus_per_node:
+        params["gpus_per_node"] = launcher.gpus_per_node
+    if launcher.partition:
+        params["slurm_partition"] = launcher.partition
+    executor.update_parameters(**params)
+    return executor
+
+
+def _execute_job(run: Run, root: Path, commit: str, jobs: int, keep_heap: bool) -> dict[str, Any]:
+    """`execute` as a submitit job: the process setup of a pool worker, and a time-limit stop returned as
+    ``{"stopped": why}`` (an exception's type does not survive the trip back)."""
+    _setup_process(keep_heap)
+    try:
+        return execute(run, root, commit, jobs)
+    except TimeLimitReached as e:
+        return {"stopped": str(e)}
+
+
 def _setup_process(keep_heap: bool = False) -> None:
     """A run's process setup: one torch thread; in a spawned worker, the parent's allocator setting too."""
     torch.set_num_threads(1)
@@ -310,8 +401,12 @@ def _setup_process(keep_heap: bool = False) -> None:
         keep_freed_memory()
 
 
-def sweep(runs: Sequence[Run], root: str | Path, *, jobs: int = 1, log=print) -> list[dict[str, Any]]:
-    """Run every run that has no record yet, ``jobs`` at a time; return all the runs' records, in order."""
+def sweep(
+    runs: Sequence[Run], root: str | Path, *, jobs: int = 1, log=print, launcher: Launcher | None = None
+) -> list[dict[str, Any]]:
+    """Run every run that has no record yet, ``jobs`` at a time (here, or through ``launcher``); return all
+    the runs' records, in order."""
+    launcher = launcher or Launcher()
     root = Path(root)
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
@@ -343,7 +438,9 @@ def sweep(runs: Sequence[Run], root: str | Path, *, jobs: int = 1, log=print) ->
         log(f"  [{k}/{len(runs)}] {run.run_id}: {run_cell(rec)}  (train {rec['train_s']:.0f}s, "
             f"eval {rec['eval_s']:.0f}s; {time.perf_counter() - t0:.0f}s into the sweep)")  # fmt: skip
 
-    if jobs == 1:  # in this process, but with one torch thread as in a worker: results must not depend on jobs
+    if launcher.name == "submitit":
+        _submit(todo, root, commit, jobs, launcher, finished)
+    elif jobs == 1:  # in this process, but with one torch thread as in a worker: results must not depend on jobs
         before = torch.get_num_threads()
         _setup_process()
         for run in todo:

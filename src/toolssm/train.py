@@ -32,11 +32,12 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import threading
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 import torch
@@ -53,6 +54,8 @@ from toolssm.checkpoint import (
     save_checkpoint,
     task_format,
 )
+from toolssm.evaluate import evaluate_size
+from toolssm.loggers import MetricsLogger, check_loggers
 from toolssm.models import ModelConfig, SequenceModel, build_model, n_params, resolve, set_grad_checkpoint
 from toolssm.models.hf import load_hf_remapped, read_hf_config
 from toolssm.protocol import Trajectory, Vocab
@@ -61,7 +64,10 @@ from toolssm.tasks import Task, get_task
 
 #: TrainConfig fields that say where and how a run goes, not what it learns: a resumed run may change them
 RUNTIME_FIELDS = ("out", "resume", "progress", "threads", "device", "save_every", "log_every", "time_limit",
-                  "grad_checkpoint")  # fmt: skip
+                  "grad_checkpoint", "eval_every", "eval_sizes", "eval_problems", "keep_checkpoints", "logger")  # fmt: skip
+
+#: the evaluation seed of ``--eval-every`` (that of ``toolssm eval``): every evaluation scores the same problems
+EVAL_SEED = 1234
 
 
 @dataclass
@@ -83,7 +89,9 @@ class TrainConfig:
     """start from a Hugging Face checkpoint folder (Mamba, Mamba-2, GPT-NeoX/Pythia: config.json, weights, and
     tokenizer.json for a text task); its config sets the model, so --model.* flags are refused"""
     steps: int = 2500
+    """optimizer steps"""
     batch_size: int = 32
+    """problems per step (the global batch under torchrun)"""
     lr: float = 3e-3
     """peak learning rate"""
     min_lr: float = 1e-4
@@ -91,14 +99,19 @@ class TrainConfig:
     warmup: int = 100
     """linear warmup steps"""
     weight_decay: float = 0.0
+    """AdamW weight decay"""
     grad_clip: float = 1.0
+    """clip the gradient norm to this (0: no clipping)"""
     seed: int = 0
+    """seed of the model's initialisation and of every batch (a batch is a function of seed and step)"""
     out: str = "runs/train"
     """run folder: checkpoint/, log.jsonl"""
     resume: bool = False
     """continue from the checkpoint in ``out`` if there is one"""
     save_every: int = 500
+    """save a checkpoint every N steps (and at the end, and on a stop)"""
     log_every: int = 25
+    """write a training row to log.jsonl every N steps"""
     device: str = "auto"
     """auto (cuda when present), cpu or cuda"""
     threads: int = 0
@@ -107,9 +120,21 @@ class TrainConfig:
     """activation checkpointing: recompute each layer's activations in the backward instead of keeping them
     (memory of one layer's activations, not all; ~1/3 more compute; not for lstm/gru)"""
     progress: bool = True
+    """show a progress bar"""
     time_limit: float = 0.0
     """seconds of training in this process, then stop at a step boundary with a checkpoint (0: none); the
     command exits 124 and ``--resume`` continues exactly"""
+    eval_every: int = 0
+    """evaluate the model being trained every N steps (0: never): answer EM, trajectory EM and token accuracy
+    per size, written as rows to the metrics log and drawn against the step in eval_curve.png"""
+    eval_sizes: tuple[str, ...] = ()
+    """sizes for --eval-every (default: the training size); e.g. 5 10 100"""
+    eval_problems: int = 20
+    """problems per size for --eval-every (the same problems at every evaluation)"""
+    keep_checkpoints: bool = False
+    """with --eval-every: keep the checkpoint of every evaluation in checkpoints/step-N (else only the latest)"""
+    logger: tuple[str, ...] = ("jsonl",)
+    """where metrics go: jsonl (always, log.jsonl), tensorboard, wandb (optional extras); e.g. jsonl,tensorboard"""
 
     def validate(self) -> None:
         get_task(self.task)  # raises on an unknown task
@@ -124,9 +149,16 @@ class TrainConfig:
         check_out(self.out)
         if not self.time_limit >= 0:
             raise ValueError(f"bad time_limit={self.time_limit}: must be >= 0 seconds (0: none)")
-        for name in ("train_size", "steps", "batch_size", "save_every", "log_every"):
+        for name in ("train_size", "steps", "batch_size", "save_every", "log_every", "eval_problems"):
             if getattr(self, name) < 1:
                 raise ValueError(f"bad {name}={getattr(self, name)}: must be positive")
+        if self.eval_every < 0:
+            raise ValueError(f"bad eval_every={self.eval_every}: must be >= 0 (0: no evaluation during training)")
+        if (self.eval_sizes or self.keep_checkpoints) and not self.eval_every:
+            raise ValueError("--eval-sizes and --keep-checkpoints go with --eval-every N")
+        for spec in self.eval_sizes:
+            get_task(self.task).spec_size(spec)
+        check_loggers(self.loggers())
         if not self.data:  # the largest size drawn must be one the task has (e.g. Hanoi: at most 100 disks)
             try:
                 get_task(self.task).spec_size(str(self.train_size))
@@ -136,6 +168,11 @@ class TrainConfig:
             raise ValueError("bad optimizer setting: lr, min_lr, grad_clip and weight_decay must be finite numbers")
         if self.lr <= 0 or self.min_lr < 0 or self.warmup < 0 or self.grad_clip < 0 or self.weight_decay < 0:
             raise ValueError("bad optimizer setting: lr must be positive; min_lr, warmup, grad_clip, weight_decay >= 0")
+
+    def loggers(self) -> tuple[str, ...]:
+        """The chosen loggers, ``jsonl`` first and always (``--logger jsonl,tensorboard`` or space-separated)."""
+        names = [n.strip() for entry in self.logger for n in entry.split(",") if n.strip()]
+        return tuple(dict.fromkeys(["jsonl", *names]))
 
     def pretrained_arch(self) -> str | None:
         """The architecture ``init_from`` sets (None without it); a one-line error for a folder that is not a
@@ -154,6 +191,75 @@ class TrainConfig:
             why = f"--init-from {self.init_from} sets the model ({arch}, from its config.json)"
             raise ValueError(f"{why}: drop {flags}")
         return arch
+
+
+def load_config_file(path: str | Path, cls: type = TrainConfig):
+    """A config from a file: a saved ``train_config.json``, or the same fields as TOML or YAML (``model`` a
+    table of its own). Fields left out keep ``cls``'s defaults, and flags given beside ``--config`` go on top
+    (`toolssm.cli`). A one-line error names the file and the field for an unknown field or a value of the
+    wrong type."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read config file {path}: {e}") from None
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError:
+                raise ValueError(f"config file {path}: YAML needs the pyyaml package (or use JSON or TOML)") from None
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except ValueError as e:  # json.JSONDecodeError, tomllib.TOMLDecodeError and yaml's errors
+        raise ValueError(f"config file {path} does not parse: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # noqa: BLE001 - yaml.YAMLError is not a ValueError
+        raise ValueError(f"config file {path} does not parse: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path}: expected a table of fields, got {type(data).__name__}")
+    return _dataclass_from(cls, data, f"config file {path}")
+
+
+def _dataclass_from(cls: type, data: dict, where: str, prefix: str = ""):
+    """``cls(**data)``, each value checked against the type of the field's default (nested dataclasses too)."""
+    kinds = {f.name: f for f in fields(cls)}
+    values = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in kinds:
+            raise ValueError(f"{where}: unknown field '{prefix}{key}' (see toolssm train --help)")
+        f = kinds[name]
+        default = f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
+        if is_dataclass(default):
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}: {prefix}{key} must be a table of fields")
+            value = _dataclass_from(type(default), value, where, f"{prefix}{name}.")
+        elif default is not None:
+            value = _checked(value, default, f"{where}: {prefix}{key}")
+        values[name] = value
+    return cls(**values)
+
+
+def _checked(value, default, what: str):
+    """``value`` as the type of ``default`` (bool, int, float, str or a tuple), or a one-line error."""
+    kind = type(default)
+    if kind is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
+            raise ValueError(f"{what} must be a list")
+        return tuple(str(v) for v in value)
+    ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise ValueError(f"{what} must be {kind.__name__}, got {value!r}")
+    return value
 
 
 def check_device(name: str) -> None:
@@ -365,6 +471,43 @@ class _Stop:
         return int(self.time_limit > 0 and time.perf_counter() - self.t0 >= self.time_limit)
 
 
+def evaluate_during_training(
+    model: SequenceModel, task: Task, vocab: Vocab, cfg: TrainConfig, step: int, device: torch.device
+) -> list[dict]:
+    """The metrics-log rows of one evaluation of the model being trained: one per size, the same problems
+    (seed `EVAL_SEED`) at every step. Decoding is greedy and draws no random numbers, so training goes on
+    exactly as it would have without it."""
+    rows = []
+    for spec in cfg.eval_sizes or (str(cfg.train_size),):
+        r = evaluate_size(model, task, vocab, spec, n_problems=cfg.eval_problems, seed=EVAL_SEED,
+                          batch_size=cfg.eval_problems, device=device)  # fmt: skip
+        rows.append({"step": step, "eval_size": spec, "answer_acc": r.answer_acc, "trajectory_acc": r.trajectory_acc,
+                     "token_acc": r.token_acc, "n": r.n, "seconds": round(r.seconds, 2)})  # fmt: skip
+    return rows
+
+
+def keep_checkpoint(ckpt: Path, out: Path, step: int) -> Path:
+    """Copy the checkpoint just saved at ``step`` to ``out/checkpoints/step-N`` (written aside, then renamed,
+    so a kept checkpoint is whole or absent)."""
+    dest = out / "checkpoints" / f"step-{step:07d}"
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(ckpt, tmp)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
+
+
+def plot_eval_curve(log: Path, path: Path, *, title: str = "") -> Path | None:
+    """Answer exact match against training step, one line per evaluated size, from a metrics log's
+    evaluation rows (None when it has none)."""
+    from toolssm.plots import plot_training_curve
+    from toolssm.loggers import read_log
+
+    rows = [r for r in read_log(log) if "eval_size" in r]
+    return plot_training_curve(rows, path, title=title) if rows else None
+
+
 def train(cfg: TrainConfig) -> Path:
     """Run (or resume) training; returns the checkpoint folder."""
     return fit(cfg)[0]
@@ -436,7 +579,7 @@ def fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
             extra_files=task.assets(),
         )  # fmt: skip
 
-    log = (out / "log.jsonl").open("a") if lead else None
+    metrics = MetricsLogger(out, cfg.loggers(), config=asdict(cfg)) if lead else None
     bar = tqdm(
         total=cfg.steps, initial=start, disable=not (cfg.progress and lead), dynamic_ncols=True,
         desc=f"train {arch}/{cfg.task} ({n_params(model) / 1e6:.2f}M params)",
@@ -476,11 +619,22 @@ def fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
                     "tokens_per_s": round(n_tok / (time.perf_counter() - t0), 1),
                     "elapsed_s": round(time.perf_counter() - t0, 2),
                 }  # fmt: skip
-                log.write(json.dumps(rec) + "\n")
-                log.flush()
+                metrics.log(rec)
                 bar.set_postfix(loss=f"{rec['loss']:.4f}")
             if lead and ((step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps):
                 ckpt = save(step + 1)
+            if lead and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
+                t_eval = time.perf_counter()
+                for row in evaluate_during_training(model, task, vocab, cfg, step + 1, device):
+                    metrics.log(row)
+                if cfg.keep_checkpoints:
+                    if (step + 1) % cfg.save_every and step + 1 != cfg.steps:
+                        ckpt = save(step + 1)
+                    keep_checkpoint(ckpt, out, step + 1)
+                plot_eval_curve(out / "log.jsonl", out / "eval_curve.png", title=f"{arch} on {cfg.task}")
+                model.train()
+                paused = time.perf_counter() - t_eval  # evaluating is not training: off the clocks
+                t0, stop.t0 = t0 + paused, stop.t0 + paused
             # every rank decides from the same all-reduced flags, so all stop at the same step
             if step + 1 < cfg.steps:  # after the last step there is nothing left to stop
                 why = stop.poll() if world == 1 else (0 if not totals[2] else 2 if totals[2] > world else 1)
@@ -489,8 +643,8 @@ def fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
                     ckpt = save(step + 1)
                 break
     bar.close()
-    if log is not None:
-        log.close()
+    if metrics is not None:
+        metrics.close()
     if world > 1:
         dist.barrier()  # the last checkpoint is on disk before any rank returns (or stops)
     if why:
