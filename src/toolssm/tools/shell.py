@@ -417,6 +417,39 @@ def _cgroup_controllers() -> tuple[str, ...]:
     return found
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+@functools.cache
+def _sweep_stale() -> None:
+    """Once per process: remove what a killed process of ours left behind (workspace mounts and cgroups
+    are named after the pid that made them; a live pid's are left alone)."""
+    stale = re.compile(r"toolssm-(?:shell-)?(\d+)-")
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            left, _, right = line.partition(" - ")
+            point = Path(left.split()[4])
+            m = stale.match(point.name) if point.name.startswith("toolssm-shell-") else None
+            if right.startswith("tmpfs ") and m and not _pid_alive(int(m[1])):
+                _unmount(point)
+                shutil.rmtree(point, ignore_errors=True)
+    for version, mount in set(_cgroup_mounts().values()):
+        for ctrl in ("memory", "pids"):
+            own = Path(mount) / _own_cgroup(version, ctrl).lstrip("/")
+            for d in [*own.glob("toolssm-*"), *Path(mount).glob("toolssm-*")]:
+                m = stale.match(d.name)
+                if m and d.is_dir() and not _pid_alive(int(m[1])):
+                    with contextlib.suppress(OSError):
+                        d.rmdir()
+
+
 _warned: set[str] = set()
 
 
@@ -523,7 +556,9 @@ class ShellSandbox:
         """A fresh throwaway workspace holding ``files`` (relative path -> text)."""
         self.close()
         lim = self.limits
-        self.workspace = Path(tempfile.mkdtemp(prefix="toolssm-shell-"))
+        if os.geteuid() == 0:
+            _sweep_stale()
+        self.workspace = Path(tempfile.mkdtemp(prefix=f"toolssm-shell-{os.getpid()}-"))
         sandboxed_root = self._bwrap is not None and os.geteuid() == 0
         if sandboxed_root and _can_mount_workspace() is None:
             self._mounted = _mount_tmpfs(self.workspace, lim.workspace_bytes, lim.workspace_inodes, NOBODY) is None
