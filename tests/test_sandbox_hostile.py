@@ -343,6 +343,15 @@ def test_the_workspace_inodes_are_capped(sh):
 
 
 @needs_bwrap
+@needs("workspace")
+def test_files_too_big_for_the_workspace_are_refused_in_one_line():
+    before = Path("/proc/self/mountinfo").read_text().count("toolssm-shell-")
+    with pytest.raises(ValueError, match="do not fit in the sandbox's workspace"):
+        ShellSandbox({"a.txt": "x" * 3 * 2**20, "b.txt": "x" * 3 * 2**20}, limits=SMALL)
+    assert Path("/proc/self/mountinfo").read_text().count("toolssm-shell-") == before
+
+
+@needs_bwrap
 def test_files_reads_a_bounded_amount_and_names_what_it_skipped(sh):
     r = sh.run("head -c 1500000 /dev/zero | tr '\\0' a > big.txt; head -c 600000 /dev/zero | tr '\\0' b > mid.txt")
     assert r.returncode == 0, r.observation()

@@ -564,6 +564,17 @@ class ShellSandbox:
             self._mounted = _mount_tmpfs(self.workspace, lim.workspace_bytes, lim.workspace_inodes, NOBODY) is None
         if _cgroup_controllers():
             self._cgroup = _Cgroup(lim)
+        try:
+            self._write(files)
+        except BaseException:
+            self.close()  # no mount or cgroup left behind by a half-made workspace
+            raise
+        if sandboxed_root:
+            self._chown_tree(NOBODY)
+
+    def _write(self, files: Mapping[str, str]) -> None:
+        assert self.workspace is not None
+        lim = self.limits
         for rel, text in files.items():
             p = (self.workspace / rel).resolve()
             if self.workspace.resolve() not in p.parents:
@@ -578,8 +589,6 @@ class ShellSandbox:
                     f"the files do not fit in the sandbox's workspace ({lim.workspace_bytes} bytes, "
                     f"{lim.workspace_inodes} inodes; Limits.workspace_bytes/workspace_inodes)"
                 ) from None
-        if sandboxed_root:
-            self._chown_tree(NOBODY)
 
     def close(self) -> None:
         """Kill anything still running, delete the cgroup and the workspace. Safe to call twice."""
