@@ -304,6 +304,7 @@ def test_a_host_abstract_unix_socket_is_unreachable(sh):
 
 # -- resources ----------------------------------------------------------------------------------------
 @needs_bwrap
+@needs("/dev, /dev/shm")
 def test_tmp_is_capped(sh):
     r = sh.run("head -c 3145728 /dev/zero > /tmp/x; stat -c %s /tmp/x")
     assert "No space left on device" in r.stderr and int(r.stdout.split()[-1]) <= SMALL.tmp_bytes
