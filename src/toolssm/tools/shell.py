@@ -268,7 +268,7 @@ def _cgroup_mounts() -> dict[str, tuple[str, str]]:
     for line in lines:
         left, _, right = line.partition(" - ")
         fields, rfields = left.split(), right.split()
-        if len(fields) < 5 or len(rfields) < 3 or "ro" in fields[5].split(","):
+        if len(fields) < 6 or len(rfields) < 3 or "ro" in fields[5].split(","):
             continue
         if rfields[0] == "cgroup":
             for ctrl in ("memory", "pids"):
@@ -307,10 +307,11 @@ class _Cgroup:
             own = Path(mount) / _own_cgroup(version, ctrl).lstrip("/")
             parent = own if own.is_dir() else Path(mount)
             d = parent / name
+            made = False
             try:
-                if d not in self.dirs:
+                if not d.exists():
                     d.mkdir()
-                    self.dirs.append(d)
+                    made = True
                 if version == "2" and not (d / f"{ctrl}.max").exists():  # enable it for our children
                     (parent / "cgroup.subtree_control").write_text(f"+{ctrl}")
                 if ctrl == "memory":
@@ -325,18 +326,18 @@ class _Cgroup:
                             (d / "memory.swap.max").write_text("0")
                 else:
                     (d / "pids.max").write_text(str(limits.nproc + EXTRA_PIDS))
-                self.controllers.append(ctrl)
-            except OSError:
+            except OSError:  # not offered here: no group of ours without its limit
+                if made:
+                    with contextlib.suppress(OSError):
+                        d.rmdir()
                 continue
-        for d in list(self.dirs):  # a group with no limit of ours in it is no use
-            if not any((d / f).exists() for f in ("memory.limit_in_bytes", "memory.max", "pids.max")):
-                with contextlib.suppress(OSError):
-                    d.rmdir()
-                self.dirs.remove(d)
+            if d not in self.dirs:
+                self.dirs.append(d)
+            self.controllers.append(ctrl)
 
     @property
     def procs(self) -> list[Path]:
-        return [d / "cgroup.procs" for d in self.dirs] if self.controllers else []
+        return [d / "cgroup.procs" for d in self.dirs]
 
     def pids(self) -> set[int]:
         out: set[int] = set()
