@@ -309,6 +309,74 @@ def run_compare(cfg: CompareConfig) -> int:
     return 0
 
 
+@dataclass
+class ExportConfig:
+    """Export a checkpoint for another library: a Hugging Face folder (weights, config, tokenizer) that
+    transformers' AutoModelForCausalLM and AutoTokenizer load. Mamba, Mamba-2, Pythia and Mistral."""
+
+    checkpoint: tyro.conf.Positional[str]
+    """checkpoint folder, or the run folder holding it"""
+    out: tyro.conf.Positional[str]
+    """the folder to write (new, or empty)"""
+    to: str = "hf"
+    """the format: hf (Hugging Face transformers)"""
+
+
+def run_export(cfg: ExportConfig) -> int:
+    from toolssm.export import export_hf
+
+    if cfg.to != "hf":
+        raise ValueError(f"unknown export format {cfg.to!r} (choose from: hf)")
+    out = export_hf(cfg.checkpoint, cfg.out)
+    print(f"wrote {out}: load it with transformers.AutoModelForCausalLM.from_pretrained({str(out)!r}) "
+          f"and AutoTokenizer.from_pretrained({str(out)!r})")  # fmt: skip
+    return 0
+
+
+@dataclass
+class DataConfig:
+    """Write a task's expert trajectories as a dataset: JSONL (or parquet, with Hugging Face datasets), one record
+    per trajectory with its problem, tokens and roles. The file is the online training stream for --seed and
+    --batch-size, so `toolssm train --data FILE` with the same two trains exactly as online generation."""
+
+    task: str = "addition"
+    size: int = 5
+    """largest problem size, drawn as training draws (train's --train-size)"""
+    n: int = 1000
+    """number of trajectories"""
+    out: str = "data/addition.jsonl"
+    """.jsonl, or .parquet (needs the datasets extra)"""
+    seed: int = 0
+    """train's --seed"""
+    batch_size: int = 32
+    """train's --batch-size"""
+    overwrite: bool = False
+    """replace an existing --out file"""
+    progress: bool = True
+
+
+def run_data(cfg: DataConfig) -> int:
+    from toolssm.data import records, write_dataset
+
+    task = get_task(cfg.task)
+    try:
+        task.spec_size(str(cfg.size))
+    except ValueError as e:
+        raise ValueError(f"bad --size {cfg.size}: {str(e).split(': ', 1)[-1]}") from None
+    if cfg.n < 1 or cfg.batch_size < 1:
+        raise ValueError(f"bad --n {cfg.n} / --batch-size {cfg.batch_size}: both must be positive")
+    out = Path(cfg.out)
+    if out.suffix not in (".jsonl", ".json", ".parquet"):
+        raise ValueError(f"bad --out {out}: give a .jsonl or .parquet file")
+    check_out(str(out.parent) if str(out.parent) else ".")
+    if out.is_dir() or (out.exists() and not cfg.overwrite):
+        raise ValueError(f"{out} already exists: choose another --out, or pass --overwrite")
+    write_dataset(out, records(task, cfg.size, cfg.n, seed=cfg.seed, batch_size=cfg.batch_size), progress=cfg.progress)
+    print(f"wrote {cfg.n} {task.name} trajectories (size <= {cfg.size}, seed {cfg.seed}, batch {cfg.batch_size}) "
+          f"to {out}")  # fmt: skip
+    return 0
+
+
 COMMANDS = {
     "demo": (DemoConfig, run_demo),
     "compare": (CompareConfig, run_compare),
@@ -318,6 +386,8 @@ COMMANDS = {
     "reproduce": (ReproduceConfig, run_reproduce),
     "report": (ReportConfig, run_report),
     "theory": (TheoryConfig, run_theory),
+    "export": (ExportConfig, run_export),
+    "data": (DataConfig, run_data),
 }
 
 
@@ -337,7 +407,7 @@ def _one_line(captured: str) -> str:
 def parse(argv: list[str]):
     if not argv or argv[0] not in COMMANDS:
         if argv and argv[0] in ("-h", "--help"):
-            print("usage: toolssm {demo,compare,train,eval,solve,reproduce,report,theory} [--help] [FLAGS]\n\n"
+            print("usage: toolssm {demo,compare,train,eval,solve,reproduce,report,theory,export,data} [--help] [FLAGS]\n\n"
                   "  demo     train on short problems, then test on long ones (the paper's headline)\n"
                   "  compare  the demo for several architectures, one table and plot (Figure 2)\n"
                   "  train    train a model on a task's expert trajectories\n"
@@ -345,7 +415,9 @@ def parse(argv: list[str]):
                   "  solve    solve one problem with a trained model and its tool\n"
                   "  reproduce  one table or figure of the paper: a resumable sweep, then its report\n"
                   "  report     rebuild paper-style tables and plots from a sweep's records\n"
-                  "  theory     the paper's theorems, run: Turing-machine table learner, the state-count bound")  # fmt: skip
+                  "  theory     the paper's theorems, run: Turing-machine table learner, the state-count bound\n"
+                  "  export     a checkpoint as a Hugging Face folder (transformers loads it)\n"
+                  "  data       a task's expert trajectories as a dataset file (JSONL or parquet)")  # fmt: skip
             raise SystemExit(0)
         what = f"unknown command {argv[0]!r}" if argv else "missing command"
         raise ValueError(f"{what} (choose from: {', '.join(COMMANDS)})")
