@@ -130,15 +130,17 @@ def run_eval(cfg: EvalConfig) -> int:
         batch_size=cfg.batch_size, device=device, with_token_acc=cfg.token_acc, progress=cfg.progress,
         procs=cfg.procs,
     )  # fmt: skip
-    _report(results, out, train_size=train_size, label=loaded.arch, task=loaded.task, checkpoint=str(loaded.path))
+    _report(results, out, train_size=train_size, label=loaded.arch, task=loaded.task, checkpoint=str(loaded.path),
+            seeds={"eval_seed": cfg.seed, "train_seed": loaded.config.get("train", {}).get("seed")})  # fmt: skip
     return 0
 
 
-def _report(results, out: Path, *, train_size: int, label: str, task: str, checkpoint: str) -> None:
+def _report(results, out: Path, *, train_size: int, label: str, task: str, checkpoint: str, seeds=None) -> None:
     table = format_table(results, train_size=train_size, label=label)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.txt").write_text(table + "\n")
-    save_results(results, out / "results.json", task=task, label=label, train_size=train_size, checkpoint=checkpoint)
+    save_results(results, out / "results.json", task=task, label=label, train_size=train_size, checkpoint=checkpoint,
+                 seeds=seeds)  # fmt: skip
     png = plot_curves({label: results}, out / "accuracy.png", train_size=train_size,
                       title=f"{label} on {task}: trained on size ≤ {train_size}")  # fmt: skip
     print()
@@ -209,7 +211,7 @@ def run_demo(cfg: DemoConfig) -> int:
         batch_size=cfg.eval_batch_size, device=resolve_device(cfg.device), progress=cfg.progress,
     )  # fmt: skip
     _report(results, Path(cfg.out) / "eval", train_size=cfg.train_size, label=cfg.model.arch, task=cfg.task,
-            checkpoint=str(ckpt))  # fmt: skip
+            checkpoint=str(ckpt), seeds={"eval_seed": 1234, "train_seed": cfg.seed})  # fmt: skip
     print(f"demo finished in {time.perf_counter() - t0:.0f}s (training {t_train:.0f}s). "
           f"Try: toolssm solve --checkpoint {cfg.out} {_example(task, cfg.lengths[0])} --trace")  # fmt: skip
     return 0

@@ -25,6 +25,7 @@ import torch
 
 from toolssm.models import SequenceModel
 from toolssm.protocol import Trajectory, Vocab
+from toolssm.provenance import provenance
 from toolssm.rollout import rollout
 from toolssm.tasks import Task
 from toolssm.tasks.base import TRAINING_DRAW
@@ -44,10 +45,32 @@ class LengthResult:
     seconds: float
 
     @property
+    def answer_interval(self) -> tuple[float, float]:
+        """The Wilson 95% interval of the answer accuracy over the ``n`` problems ((0, 1) when n is 0)."""
+        return wilson(round(self.answer_acc * self.n), self.n)
+
+    @property
     def drawn_as_in_training(self) -> bool:
         """A ``"<=N"`` row: problems of every size up to N, mixed as in training. It is in-distribution
         accuracy, not a point on the length axis, so the ``n→m`` cell and the plots leave it out."""
         return self.spec.startswith(TRAINING_DRAW)
+
+
+def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson score interval (Wilson, 1927) of a proportion k/n, 95% at the default z: unlike the normal
+    approximation it stays inside [0, 1] and is not empty at 0/n or n/n (at 20/20: 84% to 100%)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p, z2 = k / n, z * z
+    center = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def interval_text(r: LengthResult) -> str:
+    """``84–100%``: the answer accuracy's Wilson 95% interval, as the tables print it."""
+    lo, hi = r.answer_interval
+    return f"{lo:.0%}–{hi:.0%}".replace("%–", "–")
 
 
 @torch.no_grad()
@@ -215,16 +238,18 @@ def _short(n: int) -> str:
 
 
 def format_table(results: Sequence[LengthResult], *, train_size: int, label: str = "") -> str:
-    head = f"{'size':>8} | {'answer EM':>9} | {'traj. EM':>8} | {'token acc':>9} | {'trunc.':>6} | {'tokens/prob':>11} | {'time':>7}"
+    head = (f"{'size':>8} | {'answer EM':>9} | {'95% CI':>9} | {'traj. EM':>8} | {'token acc':>9} | {'trunc.':>6} | "
+            f"{'tokens/prob':>11} | {'time':>7}")  # fmt: skip
     lines = [head, "-" * len(head)]
     for r in results:
         tok = f"{r.token_acc:.2%}" if r.token_acc is not None else "–"
         lines.append(
-            f"{r.spec:>8} | {r.answer_acc:>9.0%} | {r.trajectory_acc:>8.0%} | {tok:>9} | {r.truncated:>6} |"
-            f" {r.tokens_per_problem:>11,.0f} | {r.seconds:>6.1f}s"
+            f"{r.spec:>8} | {r.answer_acc:>9.0%} | {interval_text(r):>9} | {r.trajectory_acc:>8.0%} | {tok:>9} |"
+            f" {r.truncated:>6} | {r.tokens_per_problem:>11,.0f} | {r.seconds:>6.1f}s"
         )
     summary = f"{label + ': ' if label else ''}{paper_cell(train_size, results)}   (paper notation n→m (p%))"
-    return "\n".join([summary, *lines])
+    ci = "95% CI: the answer EM's Wilson score interval over the problems of the size"
+    return "\n".join([summary, *lines, ci])
 
 
 def format_comparison(curves: dict[str, Sequence[LengthResult]], *, train_size: int) -> str:
@@ -234,9 +259,9 @@ def format_comparison(curves: dict[str, Sequence[LengthResult]], *, train_size: 
     lines = [head, "|" + "---|" * (len(specs) + 2)]
     for label, res in curves.items():
         by = {r.spec: r for r in res}
-        cells = [f"{by[s].answer_acc:.0%}" if s in by else "–" for s in specs]
+        cells = [f"{by[s].answer_acc:.0%} ({interval_text(by[s])})" if s in by else "–" for s in specs]
         lines.append(f"| {label} | {paper_cell(train_size, res)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join([*lines, "", "Per size: answer exact match (its Wilson 95% interval)."])
 
 
 def size_tick_labels(sizes: Sequence[int], lo: float, hi: float) -> dict[int, str]:
@@ -274,7 +299,7 @@ def plot_curves(
     many = len(curves) > 3
     fig, ax = plt.subplots(figsize=(8.4 if many else 6.4, 4.2), dpi=120)
     markers = "osD^vP*Xh<>p"
-    hidden = 0
+    hidden, bands = 0, False
     for k, (label, res) in enumerate(curves.items()):
         res = sorted(res, key=lambda r: r.size)
         xs = [r.size for r in res]
@@ -282,6 +307,11 @@ def plot_curves(
         size = max(3.0, 9.0 - 0.6 * k)
         (line,) = ax.plot(xs, ans, "-", marker=markers[k % len(markers)], ms=size, mfc="none", mew=1.4,
                           label=label)  # fmt: skip
+        band = [(x, *r.answer_interval) for x, r in zip(xs, res) if r.n > 0]  # Wilson 95%, where measured
+        if band:
+            ax.fill_between([b[0] for b in band], [b[1] for b in band], [b[2] for b in band],
+                            color=line.get_color(), alpha=0.12, lw=0)  # fmt: skip
+            bands = True
         if any(abs(a - t) > 1e-9 for a, t in zip(ans, traj)):
             ax.plot(xs, traj, "--", color=line.get_color(), alpha=0.6, label=f"{label}: trajectory EM")
         else:
@@ -297,6 +327,8 @@ def plot_curves(
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("problem size (log scale)")
     ax.set_ylabel(ylabel + (" (dashed: trajectory EM)" if hidden < len(curves) else ""))
+    if bands:  # one legend entry for every curve's band
+        ax.fill_between([], [], [], color="grey", alpha=0.25, lw=0, label="shaded: Wilson 95% interval")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     if many:
@@ -318,8 +350,10 @@ def save_figure(fig, path: str | Path) -> Path:
     return path
 
 
-def save_results(results: Sequence[LengthResult], path: str | Path, **meta) -> Path:
+def save_results(results: Sequence[LengthResult], path: str | Path, *, seeds: dict | None = None, **meta) -> Path:
+    """results.json: ``meta``, the provenance (versions, commit, ``seeds``: toolssm.provenance) and the rows."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**meta, "results": [asdict(r) for r in results]}, indent=2))
+    rows = [asdict(r) for r in results]
+    path.write_text(json.dumps({**meta, "provenance": provenance(**(seeds or {})), "results": rows}, indent=2))
     return path

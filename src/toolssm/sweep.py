@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import re
-import subprocess
 import time
 import types
 import typing
@@ -42,6 +41,7 @@ from typing import Any
 import torch
 
 from toolssm.models import ModelConfig
+from toolssm.provenance import git_commit
 from toolssm.runtime import freed_memory_kept, keep_freed_memory
 from toolssm.train import RUNTIME_FIELDS, TimeLimitReached, TrainConfig, resolve_device, train
 
@@ -174,17 +174,6 @@ def _spell(hint: Any) -> str:
 
 
 # -- records ----------------------------------------------------------------------------------------------
-
-
-def git_commit() -> str:
-    try:
-        here = Path(__file__).resolve().parent
-        git = {"cwd": here, "capture_output": True, "text": True, "timeout": 10, "check": False}
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], **git)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], **git)
-        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if sha.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def record_path(root: Path, run: Run) -> Path:
