@@ -207,7 +207,8 @@ def _commands(traj, bpe):
 def test_mini_swe_agent_records_give_commands_and_end_in_eos(kind, bpe):
     traj = to_trajectory(RECORDS[kind], bpe)
     cmds = _commands(traj, bpe)
-    want = {"v1": ["cat main.py"], "v2-text": ["python3 main.py"], "v2-tool-calls": ["ls -la", "sed -i 's/a/b/' foo.py"]}
+    want = {"v1": ["cat main.py"], "v2-text": ["python3 main.py"],
+            "v2-tool-calls": ["ls -la", "sed -i 's/a/b/' foo.py"]}
     assert cmds == want[kind]  # the submit is not a command
     assert traj.tokens[-1] == EOS and traj.roles[-1] == Role.OUTPUT and traj.tokens.count(EOS) == 1
     text = bpe.decode([t for t, r in zip(traj.tokens, traj.roles) if r != Role.COMMAND and t != EOS])

@@ -409,7 +409,8 @@ def _one_line(captured: str) -> str:
 def parse(argv: list[str]):
     if not argv or argv[0] not in COMMANDS:
         if argv and argv[0] in ("-h", "--help"):
-            print("usage: toolssm {demo,compare,train,eval,solve,reproduce,report,theory,export,data} [--help] [FLAGS]\n\n"
+            print("usage: toolssm {demo,compare,train,eval,solve,reproduce,report,theory,export,data} [--help] "
+                  "[FLAGS]\n\n"
                   "  demo     train on short problems, then test on long ones (the paper's headline)\n"
                   "  compare  the demo for several architectures, one table and plot (Figure 2)\n"
                   "  train    train a model on a task's expert trajectories\n"

@@ -74,7 +74,8 @@ def _datasets():
     try:
         import datasets
     except ImportError:
-        raise ValueError("parquet needs Hugging Face datasets: pip install 'toolssm[datasets]' (or use .jsonl)") from None
+        raise ValueError("parquet needs Hugging Face datasets: pip install 'toolssm[datasets]' (or use .jsonl)") \
+            from None
     return datasets
 
 

@@ -64,7 +64,8 @@ class ToolEnv(gym.Env):
         rng = random.Random(int(self.np_random.integers(2**63)))
         self.problem = self.task.draw(rng, self.size_spec)
         demo = self.task.demonstrate(self.problem)
-        self._expert = [self.vocab.id(t) for t, r in zip(demo.tokens, demo.roles) if r not in (Role.INPUT, Role.OBSERVATION)]
+        forced = (Role.INPUT, Role.OBSERVATION)
+        self._expert = [self.vocab.id(t) for t, r in zip(demo.tokens, demo.roles) if r not in forced]
         self._on_path = True
         budget = self.max_tokens if self.max_tokens is not None else self.task.token_budget(self.problem)
         self.episode = self.task.episode(self.problem, record=self.render_mode == "ansi", max_tokens=budget)
