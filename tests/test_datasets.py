@@ -139,29 +139,10 @@ def test_data_refuses_to_overwrite_and_bad_flags(tmp_path, capsys):
 SYSTEM = {"role": "system", "content": "You are a helpful assistant that can interact with a computer."}
 TASK = {"role": "user", "content": "Fix the bug in main.py."}
 
-V1 = {  # mini-swe-agent 1.x: ```bash blocks, submitting with MINI_SWE_AGENT_FINAL_OUTPUT
-    "trajectory_format": "mini-swe-agent-1",
-    "info": {"exit_status": "Submitted"},
-    "messages": [
-        SYSTEM, TASK,
-        {"role": "assistant", "content": "THOUGHT: look first.\n\n```bash\ncat main.py\n```"},
-        {"role": "user", "content": "<returncode>0</returncode>\n<output>\nprint(v10)\n</output>"},
-        {"role": "assistant", "content": "THOUGHT: done.\n\n```bash\necho MINI_SWE_AGENT_FINAL_OUTPUT && git add -A && "
-                                         "git diff --cached\n```"},
-        {"role": "user", "content": "diff --git a/main.py b/main.py"},
-    ],
-}  # fmt: skip
-V2_TEXT = {  # mini-swe-agent 2.x, text mode: ```mswea_bash_command blocks
-    "trajectory_format": "mini-swe-agent-1.1",
-    "info": {"exit_status": "Submitted"},
-    "messages": [
-        SYSTEM, TASK,
-        {"role": "assistant", "content": "Let me run it.\n\n```mswea_bash_command\npython3 main.py\n```"},
-        {"role": "user", "content": "<returncode>1</returncode>\nNameError: name 'v10' is not defined"},
-        {"role": "assistant", "content": "```mswea_bash_command\necho COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT\n```"},
-        {"role": "exit", "content": "", "extra": {"exit_status": "Submitted"}},
-    ],
-}  # fmt: skip
+
+def record(fmt, *messages):
+    """A submitted mini-SWE-agent record of ``trajectory_format`` fmt: the system and task messages, then these."""
+    return {"trajectory_format": fmt, "info": {"exit_status": "Submitted"}, "messages": [SYSTEM, TASK, *messages]}
 
 
 def _call(i, command):
@@ -169,18 +150,32 @@ def _call(i, command):
             "function": {"name": "bash", "arguments": json.dumps({"command": command})}}  # fmt: skip
 
 
-V2_TOOLS = {  # mini-swe-agent 2.x, tool-call mode: content None, the command in tool_calls, tool observations
-    "trajectory_format": "mini-swe-agent-1.1",
-    "info": {"exit_status": "Submitted"},
-    "messages": [
-        SYSTEM, TASK,
-        {"role": "assistant", "content": None, "tool_calls": [_call(1, "ls -la")]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "main.py foo.py"},
-        {"role": "assistant", "content": "Fixing.", "tool_calls": [_call(2, "sed -i 's/a/b/' foo.py")]},
-        {"role": "tool", "tool_call_id": "call_2", "content": ""},
-        {"role": "assistant", "content": None, "tool_calls": [_call(3, "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT")]},
-    ],
-}  # fmt: skip
+# mini-swe-agent 1.x: ```bash blocks, submitting with MINI_SWE_AGENT_FINAL_OUTPUT
+V1 = record(
+    "mini-swe-agent-1",
+    {"role": "assistant", "content": "THOUGHT: look first.\n\n```bash\ncat main.py\n```"},
+    {"role": "user", "content": "<returncode>0</returncode>\n<output>\nprint(v10)\n</output>"},
+    {"role": "assistant", "content": "THOUGHT: done.\n\n```bash\necho MINI_SWE_AGENT_FINAL_OUTPUT && git add -A && "
+                                     "git diff --cached\n```"},
+    {"role": "user", "content": "diff --git a/main.py b/main.py"},
+)  # fmt: skip
+# mini-swe-agent 2.x, text mode: ```mswea_bash_command blocks; an exit message at the end
+V2_TEXT = record(
+    "mini-swe-agent-1.1",
+    {"role": "assistant", "content": "Let me run it.\n\n```mswea_bash_command\npython3 main.py\n```"},
+    {"role": "user", "content": "<returncode>1</returncode>\nNameError: name 'v10' is not defined"},
+    {"role": "assistant", "content": "```mswea_bash_command\necho COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT\n```"},
+    {"role": "exit", "content": "", "extra": {"exit_status": "Submitted"}},
+)
+# mini-swe-agent 2.x, tool-call mode: content None, the command in tool_calls, tool observations
+V2_TOOLS = record(
+    "mini-swe-agent-1.1",
+    {"role": "assistant", "content": None, "tool_calls": [_call(1, "ls -la")]},
+    {"role": "tool", "tool_call_id": "call_1", "content": "main.py foo.py"},
+    {"role": "assistant", "content": "Fixing.", "tool_calls": [_call(2, "sed -i 's/a/b/' foo.py")]},
+    {"role": "tool", "tool_call_id": "call_2", "content": ""},
+    {"role": "assistant", "content": None, "tool_calls": [_call(3, "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT")]},
+)
 NO_ACTION = {"messages": [SYSTEM, TASK, {"role": "assistant", "content": "I would rather not."}]}
 RECORDS = {"v1": V1, "v2-text": V2_TEXT, "v2-tool-calls": V2_TOOLS}
 
