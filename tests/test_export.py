@@ -127,27 +127,28 @@ def test_settings_transformers_cannot_express_are_refused(arch, kwargs, needle):
         EXPORTS[arch][2](kwargs)
 
 
-def test_init_from_takes_a_hub_id(trained, tmp_path, monkeypatch):
-    """--init-from owner/name goes through huggingface_hub.snapshot_download (stubbed: tests stay offline), which
-    serves it from its cache when offline; a failed download is a one-line error."""
+def test_init_from_takes_a_hub_id_from_the_offline_cache(trained, tmp_path, monkeypatch):
+    """--init-from owner/name goes through huggingface_hub.snapshot_download, which, offline, serves a repository from
+    its cache (laid out here as the Hub's cache is: tests stay offline); one not cached is a one-line error."""
+    import shutil
+
     huggingface_hub = pytest.importorskip("huggingface_hub")
-    folder = export_hf(trained["pythia"], tmp_path / "hf")
-    asked = []
-
-    def fake(repo_id, **kw):
-        asked.append(repo_id)
-        return str(folder)
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    constants = huggingface_hub.constants
+    cache = tmp_path / "hub"
+    repo = cache / "models--someone--tiny-pythia"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    shutil.copytree(export_hf(trained["pythia"], tmp_path / "hf"), snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     cfg = TrainConfig(task="addition", init_from="someone/tiny-pythia", steps=1, batch_size=2, warmup=1,
                       out=str(tmp_path / "ft"), progress=False)  # fmt: skip
     assert cfg.pretrained_arch() == "pythia"
-    ckpt = train(cfg)
-    assert load_checkpoint(ckpt).arch == "pythia" and asked and set(asked) == {"someone/tiny-pythia"}
-
-    def offline(repo_id, **kw):
-        raise OSError("We have no connection or you passed local_files_only")
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
-    with pytest.raises(ValueError, match=r"someone/tiny-pythia: not a local path, and the Hub download failed"):
-        TrainConfig(task="addition", init_from="someone/tiny-pythia").validate()
+    with pytest.warns(UserWarning, match="0 of its"):  # every token keeps its row: the export's vocabulary is ours
+        ckpt = train(cfg)
+    loaded = load_checkpoint(ckpt)
+    assert loaded.arch == "pythia" and loaded.config["train"]["init_from"] == "someone/tiny-pythia"
+    with pytest.raises(ValueError, match=r"someone/missing: not a local path, and the Hub download failed"):
+        TrainConfig(task="addition", init_from="someone/missing").validate()

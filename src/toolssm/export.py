@@ -16,7 +16,8 @@ no transformers counterpart (LSTM, GRU, ...). Token ids are the checkpoint's ``V
 every vocabulary token to its id, with the protocol's specials (``[PAD] [BOS] [EOS] [ANS]``) as special added
 tokens and the tool's tokens as added tokens. Its pre-tokenizer splits on whitespace, so a trajectory written
 as its tokens joined by spaces (`rendered`) encodes to exactly ``Vocab.ids`` (a codefix vocabulary's byte-level
-pieces hold no whitespace, so this holds for text tasks too).
+pieces hold no whitespace, so this holds for text tasks too, but for the whitespace pieces a pretrained tokenizer
+adds, e.g. GPT-NeoX's runs of spaces).
 
 `HFStepModel` runs a transformers causal LM behind this package's ``SequenceModel.step`` interface, so the
 exported model can drive a task's tool in `toolssm.rollout.rollout` (greedy, tool in the loop). Its state is the
