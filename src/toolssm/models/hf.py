@@ -1,6 +1,7 @@
-"""Load a Hugging Face checkpoint folder (Mamba, Mamba-2, GPT-NeoX/Pythia) into this package's models.
+"""Load a Hugging Face checkpoint folder (Mamba, Mamba-2, GPT-NeoX/Pythia, Mistral) into this package's models.
 
     model, arch, kwargs = load_hf("path/to/state-spaces--mamba-1.4b-hf")
+    model, arch, kwargs = load_hf("state-spaces/mamba-130m-hf")   # a Hub id: huggingface_hub's cache (`hub_folder`)
 
 The folder is what ``save_pretrained`` writes: ``config.json`` and the weights, one of
 
@@ -18,7 +19,7 @@ The returned ``arch`` and ``kwargs`` rebuild the same model with ``build_model(a
 whatever the checkpoint's dtype, on ``device``, in eval mode.
 
 Adding an architecture is one more entry in ``CONVERTERS``: a function from the HF config to (arch, kwargs) and
-one that renames the HF weight names to ours.
+one that renames the HF weight names to ours, by its ``RENAMES`` table (which `toolssm.export` reads backwards).
 
 Fine-tuning on a task (``toolssm train --init-from FOLDER``) needs the model in *our* vocabulary (specials,
 then the task's pieces, then tool tokens), not the checkpoint's ids: `load_hf_remapped` loads the checkpoint and
