@@ -86,7 +86,7 @@ def _losses(run):
 @pytest.mark.parametrize("arch", ["lstm", "mamba"])
 def test_training_on_an_exported_file_gives_the_online_loss_curve(arch, tmp_path):
     data = tmp_path / "train.jsonl"
-    # 5 steps of 8 from 32 records: the last step wraps around to the start of the file
+    # 40 records: the 5 steps of 8 that online training draws with seed 7
     assert main(["data", "--task", "addition", "--size", "5", "--n", "40", "--seed", "7", "--batch-size", "8",
                  "--out", str(data), "--no-progress"]) == 0  # fmt: skip
     common = dict(task="addition", train_size=5, model=ModelConfig(arch=arch, d_model=16, n_layers=1), steps=5,
