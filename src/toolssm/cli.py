@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import tyro
@@ -316,9 +317,9 @@ class ExportConfig:
     """Export a checkpoint for another library: a Hugging Face folder (weights, config, tokenizer) that
     transformers' AutoModelForCausalLM and AutoTokenizer load. Mamba, Mamba-2, Pythia and Mistral."""
 
-    checkpoint: tyro.conf.Positional[str]
+    checkpoint: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="CHECKPOINT")]
     """checkpoint folder, or the run folder holding it"""
-    out: tyro.conf.Positional[str]
+    out: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="OUT")]
     """the folder to write (new, or empty)"""
     to: str = "hf"
     """the format: hf (Hugging Face transformers)"""
