@@ -42,7 +42,7 @@ def test_top_level_help_lists_every_command_with_its_summary():
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_every_flag_has_help_text(command):
     entries = _entries(_help([command, "--help"]))
-    assert len(entries) > 2
+    assert len(entries) >= 2  # -h and at least one flag (positionals are not flags)
     bare = []
     for flag, text in entries:
         if flag.startswith("-h"):

@@ -314,7 +314,7 @@ def test_bad_training_data_is_named_in_one_line(records, bpe, tmp_path):
         ("missing.jsonl", None, "no trajectories at .*missing.jsonl: the path does not exist"),
         ("notjson.jsonl", f"{good}\n{{oops\n", "notjson.jsonl, line 2: not JSON"),
         ("norole.jsonl", '{"messages": [{"content": "hi"}]}\n', "norole.jsonl, line 1: not a mini-SWE-agent"),
-        ("empty.jsonl", '{"messages": [{"role": "user"}]}\n', "no usable trajectories"),  # nothing to learn from
+        ("empty.jsonl", '{"messages": [{"role": "user"}]}\n', "empty.jsonl, record 1: no action"),  # issue 24
     ]
     for name, text, needle in cases:
         if text is not None:

@@ -47,7 +47,8 @@ def test_report_writes_a_table_with_the_papers_numbers_and_a_plot(tmp_path, caps
     assert main(["report", str(tmp_path)]) == 0
     text = (tmp_path / "report.md").read_text()
     assert "| mamba | 5→1K (100%) | 5→1K (100%) |" in text  # ours, then the paper's
-    assert "| pythia | 5→5 (30%) | ≈0% just past 5 |" in text and "| 30% | 0% | – | – |" in text
+    assert "| pythia | 5→5 (30%) | ≈0% just past 5 |" in text
+    assert "| 30% (15–52%) | 0% (0–16%) | – | – |" in text
     assert (tmp_path / "fig2-addition.png").read_bytes()[:4] == b"\x89PNG"
     assert "5→1K (100%)" in capsys.readouterr().out
 
@@ -71,7 +72,7 @@ def test_in_distribution_column_is_shown_but_not_on_the_length_axis(tmp_path):
     text, _ = report(tmp_path, plots=False)
     header = next(line for line in text.splitlines() if line.startswith("| row"))
     assert header.endswith("| <=5 as trained | 5 | 6 |"), header
-    assert "| direct | 5→5 (97%) |" in text and "| 99% | 97% | 0% |" in text
+    assert "| direct | 5→5 (97%) |" in text and "| 99% (84–100%) | 97% (76–99%) | 0% (0–16%) |" in text
     assert "drawn as in training" in text
     (row,) = summarize([r])
     assert [x.spec for x in row.median_curve()] == ["5", "6"]

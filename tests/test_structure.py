@@ -23,13 +23,15 @@ LAYERS: list[tuple[str, ...]] = [
     # leaves: no toolssm imports
     ("toolssm", "toolssm.theory", "toolssm.runtime", "toolssm.paper_results", "toolssm.tokenizer", "toolssm.plots",
      "toolssm.loggers"),
-    ("toolssm.protocol",),
+    ("toolssm.protocol", "toolssm.provenance"),
     ("toolssm.tools", "toolssm.locality"),
     ("toolssm.tasks",),
+    ("toolssm.data", "toolssm.env"),  # trajectories as datasets; a task as a gymnasium env
     ("toolssm.theory.turing",),  # Theorem 2.2 on the task layer's Turing machines
     ("toolssm.models",),
     ("toolssm.theory.gssm",),  # Theorem 2.1 with a model's state
     ("toolssm.rollout", "toolssm.checkpoint", "toolssm.batching"),
+    ("toolssm.export",),  # a checkpoint out to Hugging Face
     ("toolssm.evaluate",),
     ("toolssm.train",),  # evaluates the model being trained (--eval-every)
     ("toolssm.records",),

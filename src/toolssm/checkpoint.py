@@ -1,7 +1,8 @@
 """Checkpoints: a folder with safetensors weights, a JSON config, and the optimizer/trainer state.
 
     <run>/checkpoint/model.safetensors   the weights
-    <run>/checkpoint/config.json         task, vocabulary, resolved model kwargs, train config, step
+    <run>/checkpoint/config.json         task, vocabulary, resolved model kwargs, train config, step, provenance
+                                         (toolssm and torch versions, git commit, seed: toolssm.provenance)
     <run>/checkpoint/train_state.pt      optimizer state and step (torch.save, loaded weights_only)
 
 A save is written to ``checkpoint.tmp`` and swapped in with renames, so a stop at any moment leaves a
@@ -22,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from toolssm.models import SequenceModel, build_model
 from toolssm.protocol import Vocab
+from toolssm.provenance import provenance
 
 FORMAT_VERSION = 1
 
@@ -79,6 +81,7 @@ def save_checkpoint(
         "step": step,
         "train": train_config or {},
         "task_format": task_format or {},
+        "provenance": provenance(seed=(train_config or {}).get("seed")),
     }
     (tmp / "config.json").write_text(json.dumps(config, indent=2))
     for name, text in (extra_files or {}).items():  # task assets, e.g. a BPE tokenizer.json

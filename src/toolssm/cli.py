@@ -147,15 +147,17 @@ def run_eval(cfg: EvalConfig) -> int:
         batch_size=cfg.batch_size, device=device, with_token_acc=cfg.token_acc, progress=cfg.progress,
         procs=cfg.procs,
     )  # fmt: skip
-    _report(results, out, train_size=train_size, label=loaded.arch, task=loaded.task, checkpoint=str(loaded.path))
+    _report(results, out, train_size=train_size, label=loaded.arch, task=loaded.task, checkpoint=str(loaded.path),
+            seeds={"eval_seed": cfg.seed, "train_seed": loaded.config.get("train", {}).get("seed")})  # fmt: skip
     return 0
 
 
-def _report(results, out: Path, *, train_size: int, label: str, task: str, checkpoint: str) -> None:
+def _report(results, out: Path, *, train_size: int, label: str, task: str, checkpoint: str, seeds=None) -> None:
     table = format_table(results, train_size=train_size, label=label)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.txt").write_text(table + "\n")
-    save_results(results, out / "results.json", task=task, label=label, train_size=train_size, checkpoint=checkpoint)
+    save_results(results, out / "results.json", task=task, label=label, train_size=train_size, checkpoint=checkpoint,
+                 seeds=seeds)  # fmt: skip
     png = plot_curves({label: results}, out / "accuracy.png", train_size=train_size,
                       title=f"{label} on {task}: trained on size ≤ {train_size}")  # fmt: skip
     print()
@@ -237,7 +239,7 @@ def run_demo(cfg: DemoConfig) -> int:
     rec = execute(run, out, folder=out, progress=cfg.progress)
     print(f"trained in {rec['train_s']:.0f}s, evaluated in {rec['eval_s']:.0f}s; checkpoint: {out / 'checkpoint'}")
     _report(record_results(rec), out / "eval", train_size=cfg.train_size, label=cfg.model.arch, task=cfg.task,
-            checkpoint=str(out / "checkpoint"))  # fmt: skip
+            checkpoint=str(out / "checkpoint"), seeds={"eval_seed": run.eval_seed, "train_seed": cfg.seed})  # fmt: skip
     print(f"demo finished in {time.perf_counter() - t0:.0f}s (training {rec['train_s']:.0f}s). "
           f"Try: toolssm solve --checkpoint {cfg.out} {_example(task, cfg.lengths[0])} --trace")  # fmt: skip
     return 0
@@ -325,6 +327,76 @@ def run_reproduce_command(cfg: ReproduceConfig) -> int:
     return run_reproduce(cfg, COMMANDS)
 
 
+@dataclass
+class ExportConfig:
+    """Export a checkpoint for another library: a Hugging Face folder (weights, config, tokenizer) that
+    transformers' AutoModelForCausalLM and AutoTokenizer load. Mamba, Mamba-2, Pythia and Mistral."""
+
+    checkpoint: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="CHECKPOINT")]
+    """checkpoint folder, or the run folder holding it"""
+    out: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="OUT")]
+    """the folder to write (new, or empty)"""
+    to: str = "hf"
+    """the format: hf (Hugging Face transformers)"""
+
+
+def run_export(cfg: ExportConfig) -> int:
+    from toolssm.export import export_hf
+
+    if cfg.to != "hf":
+        raise ValueError(f"unknown export format {cfg.to!r} (choose from: hf)")
+    out = export_hf(cfg.checkpoint, cfg.out)
+    print(f"wrote {out}: load it with transformers.AutoModelForCausalLM.from_pretrained({str(out)!r}) "
+          f"and AutoTokenizer.from_pretrained({str(out)!r})")  # fmt: skip
+    return 0
+
+
+@dataclass
+class DataConfig:
+    """Write a task's expert trajectories as a dataset: JSONL (or parquet, with Hugging Face datasets), one record
+    per trajectory with its problem, tokens and roles. The file is the online training stream for --seed and
+    --batch-size, so `toolssm train --data FILE` with the same two trains exactly as online generation."""
+
+    task: str = "addition"
+    """task name"""
+    size: int = 5
+    """largest problem size, drawn as training draws (train's --train-size)"""
+    n: int = 1000
+    """number of trajectories"""
+    out: str = "data/addition.jsonl"
+    """.jsonl, or .parquet (needs the datasets extra)"""
+    seed: int = 0
+    """train's --seed"""
+    batch_size: int = 32
+    """train's --batch-size"""
+    overwrite: bool = False
+    """replace an existing --out file"""
+    progress: bool = True
+    """show a progress bar"""
+
+
+def run_data(cfg: DataConfig) -> int:
+    from toolssm.data import records, write_dataset
+
+    task = get_task(cfg.task)
+    try:
+        task.spec_size(str(cfg.size))
+    except ValueError as e:
+        raise ValueError(f"bad --size {cfg.size}: {str(e).split(': ', 1)[-1]}") from None
+    if cfg.n < 1 or cfg.batch_size < 1:
+        raise ValueError(f"bad --n {cfg.n} / --batch-size {cfg.batch_size}: both must be positive")
+    out = Path(cfg.out)
+    if out.suffix not in (".jsonl", ".json", ".parquet"):
+        raise ValueError(f"bad --out {out}: give a .jsonl or .parquet file")
+    check_out(str(out.parent) if str(out.parent) else ".")
+    if out.is_dir() or (out.exists() and not cfg.overwrite):
+        raise ValueError(f"{out} already exists: choose another --out, or pass --overwrite")
+    write_dataset(out, records(task, cfg.size, cfg.n, seed=cfg.seed, batch_size=cfg.batch_size), progress=cfg.progress)
+    print(f"wrote {cfg.n} {task.name} trajectories (size <= {cfg.size}, seed {cfg.seed}, batch {cfg.batch_size}) "
+          f"to {out}")  # fmt: skip
+    return 0
+
+
 COMMANDS = {
     "demo": (DemoConfig, run_demo),
     "compare": (CompareConfig, run_compare),
@@ -334,6 +406,8 @@ COMMANDS = {
     "reproduce": (ReproduceConfig, run_reproduce_command),
     "report": (ReportConfig, run_report),
     "theory": (TheoryConfig, run_theory),
+    "export": (ExportConfig, run_export),
+    "data": (DataConfig, run_data),
 }
 
 

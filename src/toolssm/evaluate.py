@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import random
 import time
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ import torch
 from toolssm.batching import collate
 from toolssm.models import SequenceModel
 from toolssm.protocol import Trajectory, Vocab
+from toolssm.provenance import provenance
 from toolssm.rollout import rollout
 from toolssm.tasks import Task
 from toolssm.tasks.base import TRAINING_DRAW
@@ -43,13 +45,28 @@ class LengthResult:
     seconds: float
 
     @property
+    def answer_interval(self) -> tuple[float, float]:
+        """The Wilson 95% interval of the answer accuracy over the ``n`` problems ((0, 1) when n is 0)."""
+        return wilson(round(self.answer_acc * self.n), self.n)
+
+    @property
     def drawn_as_in_training(self) -> bool:
         """A ``"<=N"`` row: problems of every size up to N, mixed as in training. It is in-distribution
         accuracy, not a point on the length axis, so the ``n→m`` cell and the plots leave it out."""
         return self.spec.startswith(TRAINING_DRAW)
 
 
-@torch.no_grad()
+def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson score interval (Wilson, 1927) of a proportion k/n, 95% at the default z: unlike the normal
+    approximation it stays inside [0, 1] and is not empty at 0/n or n/n (at 20/20: 84% to 100%)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p, z2 = k / n, z * z
+    center = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, center - half), min(1.0, center + half)
+
+
 def token_accuracy(
     model: SequenceModel, trajs: Sequence[Trajectory], vocab: Vocab, device, chunk: int = 4096
 ) -> tuple[int, int]:
@@ -197,8 +214,10 @@ def evaluate(
     return out
 
 
-def save_results(results: Sequence[LengthResult], path: str | Path, **meta) -> Path:
+def save_results(results: Sequence[LengthResult], path: str | Path, *, seeds: dict | None = None, **meta) -> Path:
+    """results.json: ``meta``, the provenance (versions, commit, ``seeds``: toolssm.provenance) and the rows."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**meta, "results": [asdict(r) for r in results]}, indent=2))
+    rows = [asdict(r) for r in results]
+    path.write_text(json.dumps({**meta, "provenance": provenance(**(seeds or {})), "results": rows}, indent=2))
     return path

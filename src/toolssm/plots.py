@@ -17,6 +17,12 @@ if TYPE_CHECKING:  # for annotations only: the rows come from evaluate
 
 
 
+def interval_text(r: LengthResult) -> str:
+    """``84–100%``: the answer accuracy's Wilson 95% interval, as the tables print it."""
+    lo, hi = r.answer_interval
+    return f"{lo:.0%}–{hi:.0%}".replace("%–", "–")
+
+
 def paper_cell(train_size: int, results: Sequence[LengthResult], threshold: float = 0.05) -> str:
     """``n→m (p%)``: m is the largest tested size >= n with answer accuracy >= threshold."""
     ok = [r for r in results if r.size >= train_size and r.answer_acc >= threshold and not r.drawn_as_in_training]
@@ -31,16 +37,18 @@ def _short(n: int) -> str:
 
 
 def format_table(results: Sequence[LengthResult], *, train_size: int, label: str = "") -> str:
-    head = f"{'size':>8} | {'answer EM':>9} | {'traj. EM':>8} | {'token acc':>9} | {'trunc.':>6} | {'tokens/prob':>11} | {'time':>7}"
+    head = (f"{'size':>8} | {'answer EM':>9} | {'95% CI':>9} | {'traj. EM':>8} | {'token acc':>9} | {'trunc.':>6} | "
+            f"{'tokens/prob':>11} | {'time':>7}")  # fmt: skip
     lines = [head, "-" * len(head)]
     for r in results:
         tok = f"{r.token_acc:.2%}" if r.token_acc is not None else "–"
         lines.append(
-            f"{r.spec:>8} | {r.answer_acc:>9.0%} | {r.trajectory_acc:>8.0%} | {tok:>9} | {r.truncated:>6} |"
-            f" {r.tokens_per_problem:>11,.0f} | {r.seconds:>6.1f}s"
+            f"{r.spec:>8} | {r.answer_acc:>9.0%} | {interval_text(r):>9} | {r.trajectory_acc:>8.0%} | {tok:>9} |"
+            f" {r.truncated:>6} | {r.tokens_per_problem:>11,.0f} | {r.seconds:>6.1f}s"
         )
     summary = f"{label + ': ' if label else ''}{paper_cell(train_size, results)}   (paper notation n→m (p%))"
-    return "\n".join([summary, *lines])
+    ci = "95% CI: the answer EM's Wilson score interval over the problems of the size"
+    return "\n".join([summary, *lines, ci])
 
 
 def format_comparison(curves: dict[str, Sequence[LengthResult]], *, train_size: int) -> str:
@@ -50,9 +58,9 @@ def format_comparison(curves: dict[str, Sequence[LengthResult]], *, train_size: 
     lines = [head, "|" + "---|" * (len(specs) + 2)]
     for label, res in curves.items():
         by = {r.spec: r for r in res}
-        cells = [f"{by[s].answer_acc:.0%}" if s in by else "–" for s in specs]
+        cells = [f"{by[s].answer_acc:.0%} ({interval_text(by[s])})" if s in by else "–" for s in specs]
         lines.append(f"| {label} | {paper_cell(train_size, res)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join([*lines, "", "Per size: answer exact match (its Wilson 95% interval)."])
 
 
 def size_tick_labels(sizes: Sequence[int], lo: float, hi: float) -> dict[int, str]:
@@ -90,7 +98,7 @@ def plot_curves(
     many = len(curves) > 3
     fig, ax = plt.subplots(figsize=(8.4 if many else 6.4, 4.2), dpi=120)
     markers = "osD^vP*Xh<>p"
-    hidden = 0
+    hidden, bands = 0, False
     for k, (label, res) in enumerate(curves.items()):
         res = sorted(res, key=lambda r: r.size)
         xs = [r.size for r in res]
@@ -98,6 +106,11 @@ def plot_curves(
         size = max(3.0, 9.0 - 0.6 * k)
         (line,) = ax.plot(xs, ans, "-", marker=markers[k % len(markers)], ms=size, mfc="none", mew=1.4,
                           label=label)  # fmt: skip
+        band = [(x, *r.answer_interval) for x, r in zip(xs, res) if r.n > 0]  # Wilson 95%, where measured
+        if band:
+            ax.fill_between([b[0] for b in band], [b[1] for b in band], [b[2] for b in band],
+                            color=line.get_color(), alpha=0.12, lw=0)  # fmt: skip
+            bands = True
         if any(abs(a - t) > 1e-9 for a, t in zip(ans, traj)):
             ax.plot(xs, traj, "--", color=line.get_color(), alpha=0.6, label=f"{label}: trajectory EM")
         else:
@@ -113,6 +126,8 @@ def plot_curves(
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("problem size (log scale)")
     ax.set_ylabel(ylabel + (" (dashed: trajectory EM)" if hidden < len(curves) else ""))
+    if bands:  # one legend entry for every curve's band
+        ax.fill_between([], [], [], color="grey", alpha=0.25, lw=0, label="shaded: Wilson 95% interval")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     if many:

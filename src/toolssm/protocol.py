@@ -86,6 +86,54 @@ class Trajectory:
                 return Regime.SINGLE_TURN
         return Regime.INTERACTIVE
 
+    def to_record(self, problem: str = "") -> dict:
+        """A JSON-ready record: the problem's text (``Task.format``), the tokens, and each token's role by name
+        (``input``, ``thought``, ``command``, ``observation``, ``output``). `from_record` reads it back."""
+        return {"problem": problem, "tokens": list(self.tokens), "roles": [r.name.lower() for r in self.roles]}
+
+    @classmethod
+    def from_record(cls, record: object, where: str = "record") -> Trajectory:
+        """The trajectory of a `to_record` record; ValueError (one line, naming ``where``) for a bad one."""
+        if not isinstance(record, dict) or not isinstance(record.get("tokens"), list) or not isinstance(
+            record.get("roles"), list
+        ):
+            raise ValueError(f"{where}: not a trajectory record (expected an object with 'tokens' and 'roles' lists)")
+        tokens, roles = record["tokens"], record["roles"]
+        if len(tokens) != len(roles):
+            raise ValueError(f"{where}: {len(tokens)} tokens but {len(roles)} roles")
+        if not all(isinstance(t, str) for t in tokens):
+            raise ValueError(f"{where}: every token must be a string")
+        names = {r.name.lower(): r for r in Role}
+        bad = next((r for r in roles if r not in names), None)
+        if bad is not None or not roles:
+            why = "no tokens" if not roles else f"unknown role {bad!r}"
+            raise ValueError(f"{where}: {why} (roles: {', '.join(names)})")
+        return cls(list(tokens), [names[r] for r in roles])
+
+    def to_messages(self, detokenize=" ".join) -> list[dict]:
+        """Chat messages: the input is the user turn; thoughts and outputs are assistant text; each tool call (a
+        run of command tokens) is an assistant message with ``tool_calls``, and the observation after it a
+        ``tool`` message. ``detokenize`` turns a run of tokens into text (default: joined by spaces)."""
+        kinds = [Role.THOUGHT if r == Role.OUTPUT else r for r in self.roles]  # thought and output: one message
+        messages: list[dict] = []
+        i = 0
+        while i < len(self.tokens):
+            j, kind = i, kinds[i]
+            while j < len(self.tokens) and kinds[j] == kind:
+                j += 1
+            text = detokenize(self.tokens[i:j])
+            if kind == Role.INPUT:
+                messages.append({"role": "user", "content": text})
+            elif kind == Role.COMMAND:
+                call = {"type": "function", "function": {"name": "tool", "arguments": {"command": text}}}
+                messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
+            elif kind == Role.OBSERVATION:
+                messages.append({"role": "tool", "name": "tool", "content": text})
+            else:
+                messages.append({"role": "assistant", "content": text})
+            i = j
+        return messages
+
     def render(self, *, width: int = 0) -> str:
         """Human-readable form: one line per run of same-role tokens, tagged with the role."""
         lines: list[str] = []

@@ -25,7 +25,7 @@ import tyro
 
 from toolssm.evaluate import LengthResult
 from toolssm.paper_results import PAPER_NOTES, paper_value
-from toolssm.plots import paper_cell, plot_curves
+from toolssm.plots import interval_text, paper_cell, plot_curves
 from toolssm.records import curve, results, run_cell
 from toolssm.sweep import load_records
 from toolssm.tasks.base import TRAINING_DRAW
@@ -142,8 +142,8 @@ def format_report(rows: list[RowSummary], *, planned: int | None = None) -> str:
             parts.append("| " + " | ".join(line) + " |")
         notes = [
             f"{n_rec} finished runs" + (f" of {planned} planned" if planned is not None else "") + ". "
-            "Per-size columns: answer exact match of the best run (n: problems done, when the time cap cut a size "
-            "short); – : not run (a smaller size was already below 5%)."
+            "Per-size columns: answer exact match of the best run, with its Wilson 95% interval (n: problems done, "
+            "when the time cap cut a size short); – : not run (a smaller size was already below 5%)."
             + (" '<=N as trained': problems drawn as in training, every size up to N mixed (in distribution); "
                "not a point of the length axis, so not in n→m." if any(s.startswith(TRAINING_DRAW) for s in specs)
                else "")
@@ -172,7 +172,7 @@ def _wall_time(records: list[dict[str, Any]]) -> str:
 def _cell(r: LengthResult, planned: int) -> str:
     if r.n == 0:
         return "–"
-    return f"{r.answer_acc:.0%}" + (f" (n={r.n})" if r.n < planned else "")
+    return f"{r.answer_acc:.0%} ({interval_text(r)})" + (f" (n={r.n})" if r.n < planned else "")
 
 
 def plot_report(rows: list[RowSummary], out: Path) -> list[Path]:

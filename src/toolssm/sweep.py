@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import re
-import subprocess
 import time
 import types
 import typing
@@ -41,7 +40,9 @@ from typing import Any, Literal
 
 import torch
 
+from toolssm import __version__
 from toolssm.models import ModelConfig
+from toolssm.provenance import git_commit
 from toolssm.runtime import freed_memory_kept, keep_freed_memory
 from toolssm.train import RUNTIME_FIELDS, TimeLimitReached, TrainConfig, resolve_device, train
 
@@ -175,17 +176,6 @@ def _spell(hint: Any) -> str:
 # -- records ----------------------------------------------------------------------------------------------
 
 
-def git_commit() -> str:
-    try:
-        here = Path(__file__).resolve().parent
-        git = {"cwd": here, "capture_output": True, "text": True, "timeout": 10, "check": False}
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], **git)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], **git)
-        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if sha.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def record_path(root: Path, run: Run) -> Path:
     return Path(root) / "records" / f"{run.run_id}.jsonl"
 
@@ -286,22 +276,13 @@ def execute(
         "results": [asdict(r) for r in results], "skipped": [s for s in run.lengths if s not in done],
         "train_s": round(t_train, 2), "eval_s": round(time.perf_counter() - t0 - t_train, 2),
         "wall_s": round(time.perf_counter() - t0, 2), "commit": commit or git_commit(),
-        "toolssm": _version(), "torch": torch.__version__, "python": platform.python_version(), "host": platform.node(), "threads": torch.get_num_threads(),
+        "toolssm": __version__, "torch": torch.__version__, "python": platform.python_version(), "host": platform.node(), "threads": torch.get_num_threads(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "started_at": round(started, 3),
         "ended_at": round(time.time(), 3), "jobs": jobs,
         "malloc": "kept" if freed_memory_kept() else "system",  # toolssm.runtime: it changes the wall times
     }  # fmt: skip
     write_atomic(path, json.dumps(record) + "\n")
     return record
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("toolssm")
-    except PackageNotFoundError:  # a source tree on PYTHONPATH, not installed
-        return "unknown"
 
 
 def _n_params(model) -> int:

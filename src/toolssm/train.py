@@ -54,11 +54,12 @@ from toolssm.checkpoint import (
     save_checkpoint,
     task_format,
 )
+from toolssm.data import Ordered, is_dataset_file, read_dataset
 from toolssm.evaluate import evaluate_size
 from toolssm.loggers import MetricsLogger, check_loggers
 from toolssm.models import ModelConfig, SequenceModel, build_model, n_params, resolve, set_grad_checkpoint
-from toolssm.models.hf import load_hf_remapped, read_hf_config
-from toolssm.protocol import Trajectory, Vocab
+from toolssm.models.hf import load_hf_remapped, local_folder, read_hf_config
+from toolssm.protocol import PAD, Trajectory, Vocab
 from toolssm.tasks import Task, get_task
 
 
@@ -79,15 +80,17 @@ class TrainConfig:
     train_size: int = 5
     """largest problem size seen in training (digits for addition)"""
     data: str = ""
-    """train on these stored trajectories (e.g. codefix JSONL) instead of the task's expert run online"""
+    """train on these stored trajectories instead of the task's expert run online: a `toolssm data` file (JSONL or
+    parquet, read in order: with its seed and batch size, the online run's batches) or a task's own (codefix JSONL)"""
     max_len: int = 0
     """crop each training trajectory to its first max_len tokens (0: no crop; the paper's code runs: 8192)"""
     mix: tuple[str, ...] = ()
     """auxiliary tasks as task:weight, e.g. addition:0.33: that fraction of each batch comes from the task"""
     model: ModelConfig = field(default_factory=ModelConfig)
     init_from: str = ""
-    """start from a Hugging Face checkpoint folder (Mamba, Mamba-2, GPT-NeoX/Pythia: config.json, weights, and
-    tokenizer.json for a text task); its config sets the model, so --model.* flags are refused"""
+    """start from a Hugging Face checkpoint folder or Hub id owner/name (Mamba, Mamba-2, GPT-NeoX/Pythia, Mistral:
+    config.json, weights, and tokenizer.json for a text task); its config sets the model, so --model.* flags are
+    refused. A Hub id is fetched with huggingface_hub (its cache and HF_HUB_OFFLINE=1 are honoured)"""
     steps: int = 2500
     """optimizer steps"""
     batch_size: int = 32
@@ -341,8 +344,11 @@ def make_batch(
     rng = random.Random(f"{cfg.seed}:{step}")  # a string seed is hashed deterministically
     per = cfg.batch_size // world
     mine = slice(rank * per, (rank + 1) * per)  # this rank's part of the global batch
-    if dataset is not None:  # stored trajectories: a seeded draw with replacement
+    if isinstance(dataset, Ordered):  # a dataset file: the stream it was written from, in order (toolssm.data)
+        trajs = [dataset[(step * cfg.batch_size + i) % len(dataset)] for i in range(cfg.batch_size)][mine]
+    elif dataset is not None:  # stored trajectories: a seeded draw with replacement
         trajs = [dataset[rng.randrange(len(dataset))] for _ in range(cfg.batch_size)][mine]
+    if dataset is not None:
         if cfg.max_len:
             trajs = [Trajectory(t.tokens[: cfg.max_len], t.roles[: cfg.max_len]) for t in trajs]
         return collate(trajs, vocab)
@@ -523,11 +529,15 @@ def fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
         raise ValueError(f"bad batch_size={cfg.batch_size}: the global batch must split evenly over {world} ranks")
     device = ddp_device or resolve_device(cfg.device)
     task = get_task(cfg.task)
-    text_task = bool(cfg.init_from) and task.adopt_tokenizer(cfg.init_from)  # the checkpoint's pieces
-    dataset = task.load_data(cfg.data) if cfg.data else None  # may load the task's tokenizer
+    init_from = str(local_folder(cfg.init_from)) if cfg.init_from else ""  # a Hub id: its downloaded folder
+    text_task = bool(init_from) and task.adopt_tokenizer(init_from)  # the checkpoint's pieces
+    if cfg.data and is_dataset_file(cfg.data):  # `toolssm data`'s records: read in order (toolssm.data)
+        dataset = read_dataset(cfg.data, task)
+    else:
+        dataset = task.load_data(cfg.data) if cfg.data else None  # may load the task's tokenizer
     vocab = mixed_vocab(task, parse_mix(cfg))
     if cfg.init_from:
-        arch, model_kwargs, _ = read_hf_config(cfg.init_from)
+        arch, model_kwargs, _ = read_hf_config(init_from)
     else:
         arch, model_kwargs = cfg.model.arch, resolve(cfg.model)
     out = Path(cfg.out)
@@ -539,7 +549,7 @@ def fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
     torch.manual_seed(cfg.seed)
     if cfg.init_from and not resuming:  # the pretrained weights, in our vocabulary's order
         try:
-            model, _, _, new, _ = load_hf_remapped(cfg.init_from, vocab.tokens)
+            model, _, _, new, _ = load_hf_remapped(init_from, vocab.tokens)
         except FileNotFoundError as e:  # no weights beside the config
             raise ValueError(str(e)) from None
         if not text_task and rank == 0:

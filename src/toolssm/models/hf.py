@@ -1,6 +1,7 @@
-"""Load a Hugging Face checkpoint folder (Mamba, Mamba-2, GPT-NeoX/Pythia) into this package's models.
+"""Load a Hugging Face checkpoint folder (Mamba, Mamba-2, GPT-NeoX/Pythia, Mistral) into this package's models.
 
     model, arch, kwargs = load_hf("path/to/state-spaces--mamba-1.4b-hf")
+    model, arch, kwargs = load_hf("state-spaces/mamba-130m-hf")   # a Hub id: huggingface_hub's cache (`hub_folder`)
 
 The folder is what ``save_pretrained`` writes: ``config.json`` and the weights, one of
 
@@ -18,7 +19,7 @@ The returned ``arch`` and ``kwargs`` rebuild the same model with ``build_model(a
 whatever the checkpoint's dtype, on ``device``, in eval mode.
 
 Adding an architecture is one more entry in ``CONVERTERS``: a function from the HF config to (arch, kwargs) and
-one that renames the HF weight names to ours.
+one that renames the HF weight names to ours, by its ``RENAMES`` table (which `toolssm.export` reads backwards).
 
 Fine-tuning on a task (``toolssm train --init-from FOLDER``) needs the model in *our* vocabulary (specials,
 then the task's pieces, then tool tokens), not the checkpoint's ids: `load_hf_remapped` loads the checkpoint and
@@ -39,6 +40,7 @@ our logits equal the checkpoint's, column for column (tests/test_hf_finetune.py)
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +85,26 @@ def _strip(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return {k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in state.items()}
 
 
+#: Hugging Face weight-name prefixes -> ours, per model_type: the one table both directions use (loading here,
+#: `toolssm.export` the other way). A name takes the rule with the longest matching prefix; in reverse, among
+#: rules of equal length the first listed wins (so an older spelling listed later is only ever read, not written).
+RENAMES: dict[str, tuple[tuple[str, str], ...]] = {
+    "mamba": (("backbone.embeddings.", "embed."), ("backbone.embedding.", "embed."), ("backbone.", ""),
+              ("lm_head.", "head.")),  # fmt: skip
+    "gpt_neox": (("gpt_neox.", ""), ("embed_out.", "embed_out."), ("lm_head.", "embed_out.")),
+    "mistral": (("model.", ""), ("lm_head.", "lm_head.")),
+}
+RENAMES["mamba2"] = RENAMES["mamba"]  # the same weight names as Mamba-1's
+
+
+def rename(name: str, table: Sequence[tuple[str, str]], *, reverse: bool = False) -> str:
+    """``name`` with its prefix renamed by ``table`` (HF -> ours; ``reverse``: ours -> HF); unchanged if none
+    matches."""
+    pairs = [(b, a) for a, b in table] if reverse else list(table)
+    best = max(pairs, key=lambda p: len(p[0]) if name.startswith(p[0]) else -1)
+    return best[1] + name[len(best[0]) :] if name.startswith(best[0]) else name
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Mamba-1 (transformers' MambaForCausalLM)
 
@@ -116,15 +138,9 @@ def _mamba_config(cfg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 def _mamba_weights(hf: dict[str, Tensor], kwargs: dict[str, Any]) -> dict[str, Tensor]:
     out = {}
     for k, v in hf.items():
-        if k == "lm_head.weight":
-            if kwargs["tie_embeddings"]:
-                continue  # tied: the head is the embedding; HF may still have written a copy
-            out["head.weight"] = v
-            continue
-        k = k.removeprefix("backbone.")
-        k = k.replace("embeddings.", "embed.", 1) if k.startswith("embeddings.") else k
-        k = k.replace("embedding.", "embed.", 1) if k.startswith("embedding.") else k  # older conversions
-        out[k] = v  # layers.{i}.norm.weight, layers.{i}.mixer.*, norm_f.weight: the same names as ours
+        if k == "lm_head.weight" and kwargs["tie_embeddings"]:
+            continue  # tied: the head is the embedding; HF may still have written a copy
+        out[rename(k, RENAMES["mamba"])] = v  # layers.{i}.norm.weight, layers.{i}.mixer.*, norm_f: as ours
     for i in range(kwargs["n_layers"]):
         bias, weight = f"layers.{i}.mixer.conv1d.bias", f"layers.{i}.mixer.conv1d.weight"
         if bias not in out and weight in out:
@@ -260,18 +276,51 @@ def _gpt_neox_weights(hf: dict[str, Tensor], kwargs: dict[str, Any]) -> dict[str
     for k, v in hf.items():
         if k.endswith((".attention.bias", ".attention.masked_bias", "rotary_emb.inv_freq")):
             continue  # buffers older transformers saved: the causal mask, its fill value, RoPE frequencies
-        if k in ("embed_out.weight", "lm_head.weight"):  # transformers < 5 and its files; >= 5 in memory
-            if not kwargs["tie_embeddings"]:
-                out["embed_out.weight"] = v
-            continue
-        out[k.removeprefix("gpt_neox.")] = v  # embed_in, layers.{i}.*, final_layer_norm: the same names
+        if k in ("embed_out.weight", "lm_head.weight") and kwargs["tie_embeddings"]:
+            continue  # embed_out: transformers' files (and < 5 in memory); lm_head: >= 5 in memory
+        out[rename(k, RENAMES["gpt_neox"])] = v  # embed_in, layers.{i}.*, final_layer_norm: the same names
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Mistral (transformers' MistralForCausalLM)
+
+
+def _mistral_config(cfg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    d_model, n_heads = cfg["hidden_size"], cfg["num_attention_heads"]
+    if d_model % n_heads or cfg.get("head_dim") not in (None, d_model // n_heads):
+        raise ValueError(f"unsupported mistral config: head_dim={cfg.get('head_dim')} != hidden_size / heads")
+    _require(cfg, "hidden_act", "silu", "the MLP is SwiGLU")
+    _require(cfg, "tie_word_embeddings", False, "our Mistral's head is its own matrix")
+    if cfg.get("attention_dropout", 0.0):
+        raise ValueError(f"unsupported mistral config: attention_dropout={cfg['attention_dropout']} (no dropout)")
+    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    kind = rope.get("rope_type", rope.get("type", "default"))
+    if kind != "default":
+        raise ValueError(f"unsupported mistral config: rope type {kind!r} (only the default RoPE)")
+    kwargs = {
+        "d_model": d_model,
+        "n_layers": cfg["num_hidden_layers"],
+        "n_heads": n_heads,
+        "n_kv_heads": cfg.get("num_key_value_heads") or n_heads,
+        "d_ff": cfg["intermediate_size"],
+        "window": cfg.get("sliding_window"),  # None: full causal attention
+        "pos": "rope",
+        "rope_base": float(_get(rope, "rope_theta", default=cfg.get("rope_theta", 10000.0))),
+        "eps": float(cfg.get("rms_norm_eps", 1e-6)),
+    }
+    return "mistral", kwargs
+
+
+def _mistral_weights(hf: dict[str, Tensor], kwargs: dict[str, Any]) -> dict[str, Tensor]:
+    return {rename(k, RENAMES["mistral"]): v for k, v in hf.items() if not k.endswith("rotary_emb.inv_freq")}
 
 
 CONVERTERS: dict[str, Converter] = {
     "mamba": Converter(_mamba_config, _mamba_weights),
     "mamba2": Converter(_mamba2_config, _mamba_weights),  # the same weight names as Mamba-1's
     "gpt_neox": Converter(_gpt_neox_config, _gpt_neox_weights),
+    "mistral": Converter(_mistral_config, _mistral_weights),
 }
 
 
@@ -279,14 +328,42 @@ CONVERTERS: dict[str, Converter] = {
 # reading the folder
 
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name, as the Hub spells a repository
+
+
 def _folder(path: str | Path) -> Path:
-    path = Path(path)
+    path = Path(path) if Path(path).exists() or not _HUB_ID.match(str(path)) else hub_folder(str(path))
     folder = path if path.is_dir() else path.parent
     if not (folder / "config.json").is_file():
         if not path.exists():
             raise FileNotFoundError(f"no Hugging Face checkpoint at {path}: the path does not exist")
         raise FileNotFoundError(f"no Hugging Face checkpoint at {path}: no config.json in {folder}")
     return folder
+
+
+def local_folder(path_or_id: str | Path) -> Path:
+    """The checkpoint folder a path (a folder, or a file in it) or a Hub id (``owner/name``, see `hub_folder`)
+    stands for; FileNotFoundError (one line) if there is none."""
+    return _folder(path_or_id)
+
+
+def hub_folder(repo_id: str) -> Path:
+    """The local folder of Hub repository ``repo_id`` (``owner/name``), downloaded by
+    ``huggingface_hub.snapshot_download`` if not cached: config, weights and tokenizer only. It honours
+    ``HF_HUB_OFFLINE=1`` and the cache (``HF_HOME``), so an offline machine loads a model fetched before."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise ValueError(f"{repo_id} is not a local folder, and loading from the Hub needs huggingface_hub: "
+                         f"pip install 'toolssm[hf]'") from None  # fmt: skip
+    patterns = ["config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin",
+                "pytorch_model.bin.index.json", "tokenizer.json"]  # fmt: skip
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except Exception as e:  # noqa: BLE001 - offline and not cached, no such repository, no network, ...
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise FileNotFoundError(f"no Hugging Face checkpoint at {repo_id}: not a local path, and the Hub "
+                                f"download failed ({type(e).__name__}: {first})") from None  # fmt: skip
 
 
 def _read_config(folder: Path) -> dict[str, Any]:

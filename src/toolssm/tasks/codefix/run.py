@@ -168,6 +168,7 @@ def run_eval(cfg: Eval) -> None:
             task=loaded.task,
             label=label,
             checkpoint=str(loaded.path),
+            seeds={"eval_seed": cfg.seed},
         )
         print(format_table(res, train_size=train_size, label=label))
     out = Path(cfg.out)

@@ -83,7 +83,7 @@ class Codefix(Task):
         if self.bpe is None:
             self.load_assets(path if path.is_dir() else path.parent)
         records = paper_filter(read_records(path)) if self.filter_data else read_records(path)
-        trajs = [to_trajectory(r, self.bpe) for r in records]
+        trajs = [to_trajectory(r, self.bpe, f"{path}, record {i}") for i, r in enumerate(records, 1)]
         trajs = [t for t in trajs if any(t.loss_mask()[1:])]  # a record with nothing to learn from is left out
         if not trajs:
             raise ValueError(f"no usable trajectories in {path}")

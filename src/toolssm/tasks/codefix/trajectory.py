@@ -15,6 +15,13 @@ distilled from an LLM agent come in (docs/tasks/codefix.md). `to_trajectory` tur
 protocol tokens with roles: the system and task messages are input, each assistant message is thought
 pieces then ``[bash] <command pieces> [/bash]`` (commands), each observation is observation pieces, and
 the submit command becomes ``[EOS]``. The live episode (`ShellTool`) produces the very same tokens.
+
+Real mini-SWE-agent records come in three shapes, all read: v1 (``trajectory_format`` ``mini-swe-agent-1``:
+```` ```bash ```` blocks, submitting with ``echo MINI_SWE_AGENT_FINAL_OUTPUT``), v2 text (``mini-swe-agent-1.1``:
+```` ```mswea_bash_command ```` blocks, submitting with ``echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT``), and v2
+tool calls (assistant messages with ``content`` None and OpenAI ``tool_calls`` whose arguments hold the
+``command``; observations are ``tool`` messages). Every trajectory ends with ``[EOS]``, and a record with no
+action at all is a one-line error rather than a silent empty trajectory.
 """
 
 from __future__ import annotations
@@ -37,8 +44,10 @@ SYSTEM = "You fix Python code with bash commands. Reply with one bash block."
 TASK = "v10 is set in main.py and printed in foo.py but not passed down. Fix it."
 #: the sandbox environment the task's commands run in (plain tracebacks, no ^^^ markers, no .pyc files)
 ENV = {"PYTHONNODEBUGRANGES": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-#: mini-SWE-agent's action regex
-ACTION = re.compile(r"```bash\s*\n(.*?)\n```", re.DOTALL)
+#: mini-SWE-agent's action regex: v1's ```bash block, or v2's ```mswea_bash_command block
+ACTION = re.compile(r"```(?:bash|mswea_bash_command)\s*\n(.*?)\n```", re.DOTALL)
+#: the commands that submit: v2's (and this task's), and v1's
+SUBMITS = (SUBMIT, "echo MINI_SWE_AGENT_FINAL_OUTPUT")
 
 
 def assistant(command: str, thought: str = "") -> dict[str, str]:
@@ -158,34 +167,76 @@ def prompt(messages: Sequence[dict[str, Any]]) -> str:
 
 def _text(message: dict[str, Any]) -> str:
     c = message.get("content", "")
+    if c is None:  # a tool-call message: no text, not the word "None"
+        return ""
     if isinstance(c, list):  # OpenAI content parts
         return "".join(p.get("text", "") for p in c if isinstance(p, dict))
     return str(c)
 
 
-def to_trajectory(record: dict[str, Any], bpe) -> Trajectory:
-    """Protocol tokens with roles for a record (see the module docstring)."""
+def _call_command(call: Any) -> str | None:
+    """The bash command of one OpenAI-style tool call ({"function": {"name", "arguments"}}), None if it has none."""
+    fn = call.get("function") if isinstance(call, dict) else None
+    args = fn.get("arguments") if isinstance(fn, dict) else None
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except json.JSONDecodeError:
+            return None
+    cmd = args.get("command") if isinstance(args, dict) else None
+    return cmd if isinstance(cmd, str) else None
+
+
+def actions(message: dict[str, Any]) -> tuple[str, list[str]]:
+    """(thought, commands) of an assistant message: its tool calls' commands (mini-SWE-agent v2's tool-call mode),
+    else the bash block of its text (v1's ```bash, v2's ```mswea_bash_command); no command if it has neither."""
+    calls = message.get("tool_calls") or []
+    if calls:
+        return _text(message), [c for c in map(_call_command, calls) if c is not None]
+    thought, cmd = split_action(_text(message))
+    return thought, [] if cmd is None else [cmd]
+
+
+def _submits(command: str) -> bool:
+    return command.strip().startswith(SUBMITS)
+
+
+def to_trajectory(record: dict[str, Any], bpe, where: str = "record") -> Trajectory:
+    """Protocol tokens with roles for a record (see the module docstring). Every trajectory ends with ``[EOS]``:
+    at the submit command (v1's or v2's), else after the last message (an agent stopped by a limit). Observations
+    are ``user`` and ``tool`` messages; other roles after the first assistant message (v2's ``exit``) carry no
+    tokens. ValueError (one line, naming ``where``) for a record with no action to learn from."""
     msgs = record["messages"]
     traj = Trajectory()
     traj.extend([BOS, *bpe.encode(prompt(msgs))], Role.INPUT)
     start = next((i for i, m in enumerate(msgs) if m["role"] == "assistant"), len(msgs))
+    n_actions = 0
     for m in msgs[start:]:
         if m["role"] == "assistant":
-            thought, cmd = split_action(_text(m))
+            thought, cmds = actions(m)
             traj.extend(bpe.encode(thought), Role.THOUGHT)
-            if cmd is None:
-                continue
-            if cmd.strip().startswith(SUBMIT):
-                traj.append(EOS, Role.OUTPUT)
+            if any(_submits(c) for c in cmds):
+                cmds = cmds[: next(i for i, c in enumerate(cmds) if _submits(c))]
+                for cmd in cmds:
+                    traj.extend([BASH, *bpe.encode(cmd), END_BASH], Role.COMMAND)
+                n_actions += len(cmds) + 1
                 break
-            traj.extend([BASH, *bpe.encode(cmd), END_BASH], Role.COMMAND)
-        else:
+            for cmd in cmds:
+                traj.extend([BASH, *bpe.encode(cmd), END_BASH], Role.COMMAND)
+            n_actions += len(cmds)
+        elif m["role"] in ("user", "tool"):
             traj.extend(bpe.encode(_text(m)), Role.OBSERVATION)
+    if n_actions == 0:
+        raise ValueError(f"{where}: no action in any assistant message (no ```bash or ```mswea_bash_command block, "
+                         f"no bash tool call)")  # fmt: skip
+    traj.append(EOS, Role.OUTPUT)
     return traj
 
 
 def texts(records: Iterable[dict[str, Any]]) -> Iterable[str]:
-    """Every message text, for training the tokenizer."""
+    """Every message text (and tool-call command), for training the tokenizer."""
     for r in records:
         for m in r["messages"]:
             yield _text(m)
+            if m.get("role") == "assistant" and m.get("tool_calls"):
+                yield from actions(m)[1]
