@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 import tyro
 
-from toolssm.checkpoint import CheckpointError, check_task_format, load_checkpoint
+from toolssm.checkpoint import CheckpointError, check_finite, check_task_format, check_vocab, load_checkpoint
 from toolssm.evaluate import evaluate, format_comparison, format_table, plot_curves, save_results
+from toolssm.limits import check_eval_memory
 from toolssm.report import ReportConfig, run_report
 from toolssm.reproduce import ReproduceConfig, run_reproduce
 from toolssm.runtime import keep_freed_memory
@@ -120,10 +121,14 @@ def run_eval(cfg: EvalConfig) -> int:
     loaded = load_checkpoint(cfg.checkpoint, device)
     task = get_task(loaded.task)
     check_task_format(loaded, task)
+    check_vocab(loaded, task)
+    check_finite(loaded)
     for s in cfg.lengths:
         task.spec_size(s)
+    check_eval_memory(task, cfg.lengths, n_problems=cfg.n_problems, batch_size=cfg.batch_size, procs=cfg.procs)
     train_size = int(loaded.config.get("train", {}).get("train_size", 0)) or task.spec_size(cfg.lengths[0])
     out = Path(cfg.out) if cfg.out else loaded.path.parent / "eval"
+    check_out(str(out))  # the default, <run>/eval, too: before the evaluation, not after it
     print(f"evaluating {loaded.arch} on {loaded.task} (trained to size {train_size}, step {loaded.step})")
     results = evaluate(
         loaded.model, task, loaded.vocab, cfg.lengths, n_problems=cfg.n_problems, seed=cfg.seed,
@@ -152,6 +157,8 @@ def run_solve(cfg: SolveConfig) -> int:
     loaded = load_checkpoint(cfg.checkpoint, device)
     task = get_task(loaded.task)
     check_task_format(loaded, task)
+    check_vocab(loaded, task)
+    check_finite(loaded)
     problem = task.parse(cfg.problem)
     from toolssm.rollout import rollout
 
@@ -195,6 +202,7 @@ def run_demo(cfg: DemoConfig) -> int:
     task = get_task(cfg.task)
     for s in cfg.lengths:
         task.spec_size(s)
+    check_eval_memory(task, cfg.lengths, n_problems=cfg.n_problems, batch_size=cfg.eval_batch_size)
     train_cfg = TrainConfig(**{f.name: getattr(cfg, f.name) for f in fields(TrainConfig)})
     t0 = time.perf_counter()
     print(f"toolssm demo: train {cfg.model.arch} on {cfg.task} of size <= {cfg.train_size}, "

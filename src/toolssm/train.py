@@ -28,6 +28,7 @@ tool tokens are new; a task with its own symbols keeps the rows of the symbols t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -52,8 +53,10 @@ from toolssm.checkpoint import (
     save_checkpoint,
     task_format,
 )
+from toolssm.limits import check_steps, check_train_memory
 from toolssm.models import ModelConfig, SequenceModel, build_model, n_params, resolve, set_grad_checkpoint
 from toolssm.models.hf import load_hf_remapped, read_hf_config
+from toolssm.paths import RunLock, check_out  # noqa: F401  (check_out: imported from here by other modules)
 from toolssm.protocol import PAD, Trajectory, Vocab
 from toolssm.tasks import Task, get_task
 
@@ -126,6 +129,7 @@ class TrainConfig:
         for name in ("train_size", "steps", "batch_size", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"bad {name}={getattr(self, name)}: must be positive")
+        check_steps(steps=self.steps, save_every=self.save_every, log_every=self.log_every, warmup=self.warmup)
         if not self.data:  # the largest size drawn must be one the task has (e.g. Hanoi: at most 100 disks)
             try:
                 get_task(self.task).spec_size(str(self.train_size))
@@ -135,6 +139,10 @@ class TrainConfig:
             raise ValueError("bad optimizer setting: lr, min_lr, grad_clip and weight_decay must be finite numbers")
         if self.lr <= 0 or self.min_lr < 0 or self.warmup < 0 or self.grad_clip < 0 or self.weight_decay < 0:
             raise ValueError("bad optimizer setting: lr must be positive; min_lr, warmup, grad_clip, weight_decay >= 0")
+        if not self.data and not self.init_from:  # a batch that cannot fit is refused before it is drawn
+            task = get_task(self.task)
+            check_train_memory(task, train_size=self.train_size, batch_size=self.batch_size,
+                               vocab_size=len(mixed_vocab(task, parse_mix(self))), model_kwargs=resolve(self.model))  # fmt: skip
 
     def pretrained_arch(self) -> str | None:
         """The architecture ``init_from`` sets (None without it); a one-line error for a folder that is not a
@@ -162,17 +170,6 @@ def check_device(name: str) -> None:
             torch.device(name)
         except (RuntimeError, ValueError):
             raise ValueError(f"bad device {name!r}: choose auto, cpu, cuda or cuda:N") from None
-
-
-def check_out(out: str, flag: str = "--out") -> None:
-    """A one-line error, before any work, for an output folder that cannot be one."""
-    if not out:
-        raise ValueError(f"empty {flag}: give a folder (it is created if missing)")
-    for parent in (Path(out), *Path(out).parents):
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"bad {flag} {out}: {parent} is a file, not a folder")
-            break
 
 
 def resolve_device(name: str) -> torch.device:
@@ -382,7 +379,37 @@ def train(cfg: TrainConfig) -> Path:
 
 
 def fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
-    """Run (or resume) training; returns the checkpoint folder and the trained model (every rank's)."""
+    """Run (or resume) training; returns the checkpoint folder and the trained model (every rank's). The writing
+    rank holds the run folder's lock (`toolssm.paths.RunLock`) throughout: a second training into the same
+    folder is refused in one line."""
+    cfg.validate()
+    lead = int(os.environ.get("RANK", "0")) == 0  # the rank that writes (torchrun sets RANK)
+    with RunLock(cfg.out) if lead else contextlib.nullcontext():
+        return _fit(cfg)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop the log's records after ``step`` (and any torn line), so a resumed run logs each step once. Written
+    aside and renamed, so a stop here leaves the old log or the new one."""
+    if not path.is_file():
+        return
+    keep, dropped = [], False
+    for line in path.read_bytes().decode("utf-8", "replace").splitlines():
+        try:
+            rec = json.loads(line)
+            ok = isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= step
+        except json.JSONDecodeError:
+            ok = False
+        if ok:
+            keep.append(line)
+        dropped = dropped or not ok
+    if dropped:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        os.replace(tmp, path)
+
+
+def _fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
     cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -436,9 +463,11 @@ def fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    if lead:
+    if lead and start < cfg.steps:  # a finished run's folder is left as it is
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    if lead and start:  # the steps after the checkpoint's are trained (and logged) again
+        _truncate_log(out / "log.jsonl", start)
 
     def save(step: int) -> Path:
         return save_checkpoint(
