@@ -2,7 +2,7 @@
 
 The bound is on memory, not on size: an evaluation of 1,000,000-digit addition is a goal, one of 10**9 digits
 is not. `expert_tokens` estimates a problem's tokens at a size without drawing a problem of that size: its
-input plus a quarter of the task's own ``token_budget`` (which allows 2 to 3.5 times the expert's length), at
+input or a quarter of the task's own ``token_budget`` (which allows 2 to 3.5 times the expert's length), at
 small plain sizes 1, 2, 4, ... until a problem reaches `PROBE_TOKENS` tokens or the size itself; beyond, it
 extrapolates with the smaller growth exponent of the last two doublings, and never below the input's linear
 growth (linear tasks stay linear; Hanoi's exponential growth is underestimated, so the estimate errs on the
@@ -66,8 +66,8 @@ def _gib(n: float) -> str:
 
 def expert_tokens(task: Task, size: int) -> float | None:
     """At least how many tokens a problem of ``size`` (plain size spec) takes: its input (in the context or in
-    the tool's memory) and the expert's trajectory (a quarter of the task's ``token_budget``, which allows 2 to
-    3.5 times the expert's length); None where
+    the tool's memory), or the expert's trajectory (a quarter of the task's ``token_budget``, which allows 2 to
+    3.5 times the expert's length), whichever is more; None where
     the task cannot be probed (e.g. it needs a tokenizer). Each probe is the median of three draws, and the
     growth exponent the smaller of the last two doublings', so one lucky draw (a palindrome machine that
     rejects at the first symbol) does not set it."""
@@ -80,7 +80,7 @@ def expert_tokens(task: Task, size: int) -> float | None:
         except ValueError:  # not a size this task has (a graph needs some nodes), or no tokenizer
             return None
         inputs = [len(task.input_tokens(q)) for q in problems]
-        return statistics.median(inputs), statistics.median(n + task.token_budget(q) / 4 for n, q in zip(inputs, problems))
+        return statistics.median(inputs), statistics.median(max(n, task.token_budget(q) / 4) for n, q in zip(inputs, problems))
 
     k, points = 1, []
     while k < size:

@@ -6,8 +6,9 @@ permissions), or a place inside a kernel file system (/proc, /sys, /dev other th
 can be made. It creates nothing; the command creates the folder when it first writes.
 
 `RunLock` is an exclusive ``fcntl.flock`` on ``<run>/train.lock`` for as long as a training writes its run
-folder. A second writer is refused in one line that names the holder's pid. The kernel drops the lock when
-the holder exits, however it exits (SIGKILL included), so a stale ``train.lock`` file blocks nothing.
+folder. A second writer is refused in one line that names the holder's pid (written in the file). The file is
+removed on release; the kernel drops the lock when the holder exits however it exits, so the empty file a
+SIGKILL leaves behind blocks nothing.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def check_out(out: str, flag: str = "--out") -> None:
 
 
 class RunLock:
-    """An exclusive lock on a run folder while one process writes it (a context manager)."""
+    """An exclusive lock on a run folder while one process writes it (a context manager). The lock file holds
+    the holder's pid and is removed on release, so a finished run's folder is as the run left it."""
 
     def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
@@ -61,29 +63,38 @@ class RunLock:
     def acquire(self) -> RunLock:
         self.created = not self.run_dir.exists()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                os.close(fd)
+                if e.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                    raise
+                who = f"pid {holder}" if holder.isdigit() else "another process"
+                raise ValueError(f"{self.run_dir} is in use: {who} is training into it (lock {self.path}); wait "
+                                 f"for it to finish, or choose another --out") from None  # fmt: skip
+            try:  # a holder that released (and removed the file) between our open and flock: lock the new file
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
             os.close(fd)
-            if e.errno not in (errno.EWOULDBLOCK, errno.EACCES):
-                raise
-            who = f"pid {holder}" if holder.isdigit() else "another process"
-            raise ValueError(f"{self.run_dir} is in use: {who} is training into it (lock {self.path}); wait for "
-                             f"it to finish, or choose another --out") from None  # fmt: skip
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd
         return self
 
     def release(self) -> None:
-        if self.fd is not None:
-            if self.created and [p.name for p in self.run_dir.iterdir()] == [LOCK_NAME]:
-                self.path.unlink()  # a run refused before it wrote anything leaves no folder behind
-                self.run_dir.rmdir()
-            os.close(self.fd)  # closing drops the flock; else the file stays (removing it would race a new holder)
-            self.fd = None
+        if self.fd is None:
+            return
+        self.path.unlink(missing_ok=True)  # before the unlock: a newcomer then locks a file of its own
+        os.close(self.fd)
+        self.fd = None
+        if self.created and not any(self.run_dir.iterdir()):
+            self.run_dir.rmdir()  # a run refused before it wrote anything leaves no folder behind
 
     def __enter__(self) -> RunLock:
         return self.acquire()

@@ -30,6 +30,10 @@ from toolssm.sweep import load_records
 from toolssm.tasks.base import TRAINING_DRAW
 
 
+#: the record fields a report reads
+REPORT_FIELDS = ("task", "train_size", "seed", "config", "lengths", "n_problems", "wall_s")
+
+
 def results(rec: dict[str, Any]) -> list[LengthResult]:
     """A record's results, ``"<=N"`` rows (drawn as in training) included, with each skipped size as a 0%
     point (n=0)."""
@@ -231,7 +235,7 @@ def report(root: str | Path, *, generalize: float = 0.9, plots: bool = True) -> 
         check_out(str(folder), "sweep folder")
     texts, files = [], []
     for folder in folders:
-        records = _order(load_records(folder), folder)
+        records = _order(load_records(folder, require=REPORT_FIELDS), folder)
         if not records:
             raise ValueError(f"no sweep records in {folder}: its results.jsonl is empty")
         plan = _plan(folder)
