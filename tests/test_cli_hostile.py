@@ -235,7 +235,8 @@ def test_report_names_a_malformed_record_in_one_line(capsys, tmp_path, raw, need
 
 def test_report_names_a_non_utf8_results_file_and_a_bad_plan(capsys, tmp_path):
     (tmp_path / "results.jsonl").write_bytes(_record() + b"\n\xff\n")
-    assert f"bad record file {tmp_path / 'results.jsonl'}: not UTF-8" in one_line_error(capsys, ["report", str(tmp_path)])
+    msg = one_line_error(capsys, ["report", str(tmp_path)])
+    assert f"bad record file {tmp_path / 'results.jsonl'}: not UTF-8" in msg
     (tmp_path / "results.jsonl").write_bytes(_record() + b"\n")
     (tmp_path / "sweep.json").write_bytes(b"\xff{")
     assert f"bad {tmp_path / 'sweep.json'}: not a sweep's plan" in one_line_error(capsys, ["report", str(tmp_path)])
@@ -250,9 +251,10 @@ def test_report_names_a_non_utf8_results_file_and_a_bad_plan(capsys, tmp_path):
         (["eval", "--lengths", "1000000000"], "evaluating addition at size 1000000000"),
         (["eval", "--lengths", "5", "100000000+5"], "at size 100000000+5"),
         (["eval", "--lengths", "<=1000000000"], "at size <=1000000000"),
-        (["eval", "--lengths", "100000", "--n-problems", "1000", "--batch-size", "1000"], "1000 problems at once"),
+        (["eval", "--lengths", "100000", "--n-problems", "1000", "--batch-size", "1000"], "1,000 at once"),
         (["eval", "--lengths", "100000", "--n-problems", "1000", "--batch-size", "100", "--procs", "10"],
-         "1000 problems at once"),
+         "1,000 at once"),
+        (["eval", "--lengths", "5", "--n-problems", "1000000000"], "1,000,000,000 problems, 32 at once"),
     ],
 )
 def test_an_evaluation_that_cannot_fit_is_refused_before_any_work(capsys, ckpt, tmp_path, no_work, argv, needle):

@@ -11,7 +11,8 @@ side of running).
 The memory compared is a *floor*, what the command certainly holds at once, so a refusal is never wrong:
 
 - evaluation: every problem of a batch in flight keeps its expert trajectory (token and role lists, 16 bytes a
-  token) and the reference ids it is compared against (8 bytes a token): `EVAL_BYTES_PER_TOKEN`;
+  token) and the reference ids it is compared against (8 bytes a token): `EVAL_BYTES_PER_TOKEN`; and all the
+  problems of a size are drawn before the first batch, each at least a Python object (`PROBLEM_BYTES`);
 - training: every trajectory of the batch in Python lists (24 bytes a token), the padded token and mask
   tensors (9), the logits and their gradient (2 x 4 bytes x vocabulary size) and each layer's output
   (4 bytes x d_model x n_layers).
@@ -35,6 +36,7 @@ from toolssm.tasks.base import Task
 
 PROBE_TOKENS = 50_000
 EVAL_BYTES_PER_TOKEN = 24
+PROBLEM_BYTES = 64
 MAX_STEPS = 2**53
 
 
@@ -80,7 +82,8 @@ def expert_tokens(task: Task, size: int) -> float | None:
         except ValueError:  # not a size this task has (a graph needs some nodes), or no tokenizer
             return None
         inputs = [len(task.input_tokens(q)) for q in problems]
-        return statistics.median(inputs), statistics.median(max(n, task.token_budget(q) / 4) for n, q in zip(inputs, problems))
+        tokens = [max(n, task.token_budget(q) / 4) for n, q in zip(inputs, problems)]
+        return statistics.median(inputs), statistics.median(tokens)
 
     k, points = 1, []
     while k < size:
@@ -122,9 +125,10 @@ def check_eval_memory(task: Task, specs, *, n_problems: int, batch_size: int, pr
         tokens = expert_tokens(task, _size_floor(task, spec))
         if tokens is None:
             continue
-        need = in_flight * tokens * EVAL_BYTES_PER_TOKEN
-        _refuse(need, f"evaluating {task.name} at size {spec} ({in_flight} problems at once, about {tokens:,.0f} "
-                      f"tokens each)", "test smaller sizes, or fewer problems at once (--batch-size)")  # fmt: skip
+        need = in_flight * tokens * EVAL_BYTES_PER_TOKEN + n_problems * PROBLEM_BYTES
+        _refuse(need, f"evaluating {task.name} at size {spec} ({n_problems:,} problems, {in_flight:,} at once, about "
+                      f"{tokens:,.0f} tokens each)", "test smaller sizes, fewer problems, or fewer at once "
+                      "(--batch-size)")  # fmt: skip
 
 
 def check_steps(**counts: int) -> None:

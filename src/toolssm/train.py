@@ -141,8 +141,9 @@ class TrainConfig:
             raise ValueError("bad optimizer setting: lr must be positive; min_lr, warmup, grad_clip, weight_decay >= 0")
         if not self.data and not self.init_from:  # a batch that cannot fit is refused before it is drawn
             task = get_task(self.task)
-            check_train_memory(task, train_size=self.train_size, batch_size=self.batch_size,
-                               vocab_size=len(mixed_vocab(task, parse_mix(self))), model_kwargs=resolve(self.model))  # fmt: skip
+            vocab_size = len(mixed_vocab(task, parse_mix(self)))
+            check_train_memory(task, train_size=self.train_size, batch_size=self.batch_size, vocab_size=vocab_size,
+                               model_kwargs=resolve(self.model))  # fmt: skip
 
     def pretrained_arch(self) -> str | None:
         """The architecture ``init_from`` sets (None without it); a one-line error for a folder that is not a
@@ -383,7 +384,7 @@ def fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
     rank holds the run folder's lock (`toolssm.paths.RunLock`) throughout: a second training into the same
     folder is refused in one line."""
     cfg.validate()
-    lead = int(os.environ.get("RANK", "0")) == 0  # the rank that writes (torchrun sets RANK)
+    lead = (dist.get_rank() if dist.is_initialized() else int(os.environ.get("RANK", "0"))) == 0  # the writer
     with RunLock(cfg.out) if lead else contextlib.nullcontext():
         return _fit(cfg)
 
@@ -410,7 +411,6 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 def _fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
-    cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     rank, world, ddp_device = init_distributed(cfg.device)
