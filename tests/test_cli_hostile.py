@@ -370,3 +370,17 @@ def test_a_lock_is_released_by_the_context_and_refuses_while_held(tmp_path):
         pass
     assert [p.name for p in (tmp_path / "s").iterdir()] == ["keep"]
     RunLock(tmp_path / "s").acquire().release()  # and it can be taken again
+
+
+def test_on_cuda_the_models_part_of_a_batch_is_compared_with_the_gpus_free_memory(monkeypatch):
+    """No GPU needed: the GPU's free memory is stubbed. 4,096 addition trajectories (384 tokens each as a floor) with
+    a 40-token vocabulary and d_model 1024 x 8 layers need about 48.5 GiB of logits and layer outputs, 0.05 GiB of
+    host memory."""
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (32 * 2**30, 80 * 2**30))
+    args = dict(train_size=20, batch_size=4096, vocab_size=40, model_kwargs={"d_model": 1024, "n_layers": 8})
+    add, cuda = get_task("addition"), torch.device("cuda")
+    with pytest.raises(ValueError, match="needs at least 48.5 GiB of GPU memory, 32.0 GiB is free"):
+        limits.check_train_memory(add, **args, device=cuda)
+    limits.check_train_memory(add, **args, device=cuda, world=2)  # each of 2 ranks takes half the batch
+    with pytest.raises(ValueError, match="of memory, 8.0 GiB is available"):  # on the CPU it all counts as host
+        limits.check_train_memory(add, **args, device=torch.device("cpu"), world=2)

@@ -13,9 +13,11 @@ The memory compared is a *floor*, what the command certainly holds at once, so a
 - evaluation: every problem of a batch in flight keeps its expert trajectory (token and role lists, 16 bytes a
   token) and the reference ids it is compared against (8 bytes a token): `EVAL_BYTES_PER_TOKEN`; and all the
   problems of a size are drawn before the first batch, each at least a Python object (`PROBLEM_BYTES`);
-- training: every trajectory of the batch in Python lists (24 bytes a token), the padded token and mask
-  tensors (9), the logits and their gradient (2 x 4 bytes x vocabulary size) and each layer's output
-  (4 bytes x d_model x n_layers).
+- training: every trajectory of the rank's share of the batch in Python lists (24 bytes a token), the padded
+  token and mask tensors (9), the logits and their gradient (2 x 4 bytes x vocabulary size) and each layer's
+  output (4 bytes x d_model x n_layers); on CUDA the last two are compared with the GPU's free memory. It is
+  checked when training starts (the device known), not in ``TrainConfig.validate``, so a sweep planned for
+  bigger machines (``reproduce --scale paper``) still validates on a laptop.
 
 It is compared with the memory available now (``MemAvailable`` in /proc/meminfo, or the cgroup's limit when
 lower). What passes may still run out of memory later; that ends in the CLI's one-line out-of-memory error.
@@ -137,14 +139,28 @@ def check_steps(**counts: int) -> None:
             raise ValueError(f"bad {name}={n}: at most 2**53 ({MAX_STEPS:,}), where step numbers stop being exact")
 
 
-def check_train_memory(task: Task, *, train_size: int, batch_size: int, vocab_size: int, model_kwargs: dict) -> None:
-    """A one-line refusal of a training batch that cannot fit in memory (see the module's floor)."""
-    tokens = expert_tokens(task, max(1, train_size // 2))  # sizes up to train_size are drawn: half as a floor
+def check_train_memory(task: Task, *, train_size: int, batch_size: int, vocab_size: int, model_kwargs: dict,
+                       max_len: int = 0, world: int = 1, device=None) -> None:
+    """A one-line refusal of a training batch that cannot fit in memory (see the module's floor). Each of the
+    ``world`` ranks demonstrates its share of the batch; on a CUDA ``device`` the model's part (logits, layer
+    outputs) is compared with the GPU's free memory, the trajectories with the host's."""
+    size = max(1, train_size // 2)  # sizes up to train_size are drawn: half as a floor
+    tokens = expert_tokens(task, size)
     if tokens is None:
         return
+    tokens = min(tokens, max_len) if max_len else tokens
+    mine = batch_size // max(1, world)
     width = int(model_kwargs.get("d_model") or 0) * int(model_kwargs.get("n_layers") or 1)
-    per_token = 24 + 9 + 2 * 4 * vocab_size + 4 * width
-    need = batch_size * tokens * per_token
-    _refuse(need, f"a training batch of {batch_size:,} {task.name} trajectories (about {tokens:,.0f} tokens each "
-                  f"at size {max(1, train_size // 2)})", "use a smaller --batch-size or --train-size")  # fmt: skip
+    host = batch_size * PROBLEM_BYTES + mine * tokens * (24 + 9)
+    model = mine * tokens * (2 * 4 * vocab_size + 4 * width)
+    what = f"a training batch of {batch_size:,} {task.name} trajectories (about {tokens:,.0f} tokens each at size " \
+           f"{size})"
+    fix = "use a smaller --batch-size or --train-size"
+    if device is not None and getattr(device, "type", "cpu") == "cuda":
+        import torch
 
+        free = torch.cuda.mem_get_info(device)[0]
+        if model > free:
+            raise ValueError(f"{what} needs at least {_gib(model)} of GPU memory, {_gib(free)} is free: {fix}")
+        model = 0
+    _refuse(host + model, what, fix)

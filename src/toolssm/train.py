@@ -139,11 +139,6 @@ class TrainConfig:
             raise ValueError("bad optimizer setting: lr, min_lr, grad_clip and weight_decay must be finite numbers")
         if self.lr <= 0 or self.min_lr < 0 or self.warmup < 0 or self.grad_clip < 0 or self.weight_decay < 0:
             raise ValueError("bad optimizer setting: lr must be positive; min_lr, warmup, grad_clip, weight_decay >= 0")
-        if not self.data and not self.init_from:  # a batch that cannot fit is refused before it is drawn
-            task = get_task(self.task)
-            vocab_size = len(mixed_vocab(task, parse_mix(self)))
-            check_train_memory(task, train_size=self.train_size, batch_size=self.batch_size, vocab_size=vocab_size,
-                               model_kwargs=resolve(self.model))  # fmt: skip
 
     def pretrained_arch(self) -> str | None:
         """The architecture ``init_from`` sets (None without it); a one-line error for a folder that is not a
@@ -418,6 +413,10 @@ def _fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
         raise ValueError(f"bad batch_size={cfg.batch_size}: the global batch must split evenly over {world} ranks")
     device = ddp_device or resolve_device(cfg.device)
     task = get_task(cfg.task)
+    if not cfg.data and not cfg.init_from:  # a batch that cannot fit is refused before anything is built or drawn
+        check_train_memory(task, train_size=cfg.train_size, batch_size=cfg.batch_size, max_len=cfg.max_len,
+                           vocab_size=len(mixed_vocab(task, parse_mix(cfg))), model_kwargs=resolve(cfg.model),
+                           world=world, device=device)  # fmt: skip
     text_task = bool(cfg.init_from) and task.adopt_tokenizer(cfg.init_from)  # the checkpoint's pieces
     dataset = task.load_data(cfg.data) if cfg.data else None  # may load the task's tokenizer
     vocab = mixed_vocab(task, parse_mix(cfg))
