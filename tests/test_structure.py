@@ -22,11 +22,11 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 LAYERS: list[tuple[str, ...]] = [
     # leaves: no toolssm imports
     ("toolssm", "toolssm.theory", "toolssm.runtime", "toolssm.paper_results", "toolssm.tokenizer", "toolssm.plots",
-     "toolssm.loggers"),
+     "toolssm.loggers", "toolssm.paths"),
     ("toolssm.protocol", "toolssm.provenance"),
     ("toolssm.tools", "toolssm.locality"),
     ("toolssm.tasks",),
-    ("toolssm.data", "toolssm.env"),  # trajectories as datasets; a task as a gymnasium env
+    ("toolssm.data", "toolssm.env", "toolssm.limits"),  # trajectories as datasets; a task as a gymnasium env
     ("toolssm.theory.turing",),  # Theorem 2.2 on the task layer's Turing machines
     ("toolssm.models",),
     ("toolssm.theory.gssm",),  # Theorem 2.1 with a model's state

@@ -211,3 +211,45 @@ def test_a_save_killed_at_any_point_leaves_a_whole_checkpoint(tmp_path, monkeypa
             pass
         monkeypatch.undo()
         assert load_checkpoint(find_checkpoint(d)).model is not None, (start, n_ops)
+
+
+def _tree(d):
+    return {str(p.relative_to(d)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def test_resuming_a_finished_run_leaves_its_folder_as_it_was(tmp_path):
+    train(tiny_cfg(tmp_path))
+    before = _tree(tmp_path)
+    train(tiny_cfg(tmp_path, resume=True, time_limit=100.0))  # a runtime field differs: it may, and is not recorded
+    assert _tree(tmp_path) == before  # train_config.json included: not rewritten
+
+
+def test_a_resumed_run_logs_each_step_once(tmp_path, stop_training_at):
+    restore = stop_training_at(5)  # steps 1-5 are logged, the checkpoint is at step 3
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_cfg(tmp_path))
+    restore()
+    log = tmp_path / "log.jsonl"
+    assert [json.loads(line)["step"] for line in log.open()] == [1, 2, 3, 4, 5]
+    with log.open("a") as f:
+        f.write('{"step": 6, "lo')  # a line torn by a kill mid-write
+    train(tiny_cfg(tmp_path, resume=True))
+    recs = [json.loads(line) for line in log.open()]
+    assert [r["step"] for r in recs] == [1, 2, 3, 4, 5, 6]  # steps 4 and 5 were trained again, and logged once
+    whole = tmp_path / "whole"
+    train(tiny_cfg(whole))
+    assert [r["loss"] for r in recs] == [json.loads(line)["loss"] for line in (whole / "log.jsonl").open()]
+
+
+def test_a_busy_run_folder_is_refused_and_left_alone(tmp_path):
+    from toolssm.paths import RunLock
+
+    train(tiny_cfg(tmp_path))
+    before = _tree(tmp_path)
+    with RunLock(tmp_path):  # as another training would hold it
+        more = tiny_cfg(tmp_path, resume=True)
+        more.steps = 9
+        with pytest.raises(ValueError, match="is in use: pid"):
+            train(more)
+        assert {k: v for k, v in _tree(tmp_path).items() if k != "train.lock"} == before
+    assert _tree(tmp_path) == before

@@ -112,11 +112,22 @@ def read_config(path: str | Path) -> tuple[Path, dict[str, Any]]:
     """The checkpoint folder (as `find_checkpoint`) and its config.json, without loading any weights."""
     ckpt = find_checkpoint(path)
     try:
-        config = json.loads((ckpt / "config.json").read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"corrupt checkpoint {ckpt}: bad config.json ({type(e).__name__}: {e})") from None
+        config = json.loads((ckpt / "config.json").read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        why = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else f"{type(e).__name__}: {e}"
+        raise CheckpointError(f"corrupt checkpoint {ckpt}: bad {ckpt / 'config.json'} ({why})") from None
+    except OSError as e:
+        raise CheckpointError(f"unreadable checkpoint {ckpt}: {ckpt / 'config.json'}: {e.strerror}") from None
     if not isinstance(config, dict):
         raise CheckpointError(f"corrupt checkpoint {ckpt}: bad config.json (not an object)")
+    version = config.get("format", FORMAT_VERSION)
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {ckpt} has format {version!r}; this toolssm reads format {FORMAT_VERSION} "
+                              f"(written by another version of toolssm?)")  # fmt: skip
+    kinds = {"task": str, "arch": str, "vocab": list, "model": dict, "step": int}
+    bad = [k for k, kind in kinds.items() if not isinstance(config.get(k), kind) or isinstance(config.get(k), bool)]
+    if bad:
+        raise CheckpointError(f"corrupt checkpoint {ckpt}: bad config.json (missing or malformed: {', '.join(bad)})")
     return ckpt, config
 
 
@@ -152,6 +163,30 @@ def check_task_format(loaded: Loaded, task) -> None:
             f"checkpoint {loaded.path} was trained with task format {saved}, but task {task.name} now uses "
             f"{task_format(task)}: retrain it"
         )
+
+
+def check_vocab(loaded: Loaded, task) -> None:
+    """Refuse a checkpoint whose vocabulary lacks tokens its task writes (a config.json naming another task
+    than the one it was trained on): decoding would fail on the first such token."""
+    try:
+        wanted = task.vocab().tokens
+    except ValueError:  # a text task without its tokenizer: the task itself says so when it is used
+        return
+    missing = [t for t in wanted if t not in loaded.vocab]
+    if missing:
+        shown = ", ".join(repr(t) for t in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise CheckpointError(f"checkpoint {loaded.path} does not fit task {task.name}: its vocabulary lacks {shown} "
+                              f"(config.json names another task than the one it was trained on?)")  # fmt: skip
+
+
+def check_finite(loaded: Loaded) -> None:
+    """Refuse a checkpoint with NaN or infinite weights (a diverged training): it decodes nothing useful."""
+    bad = [(name, int((~torch.isfinite(p)).sum())) for name, p in loaded.model.state_dict().items()
+           if p.is_floating_point() and not bool(torch.isfinite(p).all())]  # fmt: skip
+    if bad:
+        total = sum(n for _, n in bad)
+        raise CheckpointError(f"checkpoint {loaded.path} has {total:,} NaN or infinite weights (in {len(bad)} tensors, "
+                              f"e.g. {bad[0][0]}): its training diverged; retrain, e.g. with a lower --lr")  # fmt: skip
 
 
 def load_train_state(ckpt: Path) -> dict[str, Any]:

@@ -26,9 +26,10 @@ from typing import Annotated, Union
 import torch
 import tyro
 
-from toolssm.checkpoint import CheckpointError, check_task_format, load_checkpoint
+from toolssm.checkpoint import CheckpointError, check_finite, check_task_format, check_vocab, load_checkpoint
 from toolssm.cli_theory import TheoryConfig, run_theory
 from toolssm.evaluate import evaluate, save_results
+from toolssm.limits import check_eval_memory
 from toolssm.plots import format_comparison, format_table, plot_curves
 from toolssm.report import ReportConfig, run_report
 from toolssm.records import curve as record_curve
@@ -137,10 +138,14 @@ def run_eval(cfg: EvalConfig) -> int:
     loaded = load_checkpoint(cfg.checkpoint, device)
     task = get_task(loaded.task)
     check_task_format(loaded, task)
+    check_vocab(loaded, task)
+    check_finite(loaded)
     for s in cfg.lengths:
         task.spec_size(s)
+    check_eval_memory(task, cfg.lengths, n_problems=cfg.n_problems, batch_size=cfg.batch_size, procs=cfg.procs)
     train_size = int(loaded.config.get("train", {}).get("train_size", 0)) or task.spec_size(cfg.lengths[0])
     out = Path(cfg.out) if cfg.out else loaded.path.parent / "eval"
+    check_out(str(out))  # the default, <run>/eval, too: before the evaluation, not after it
     print(f"evaluating {loaded.arch} on {loaded.task} (trained to size {train_size}, step {loaded.step})")
     results = evaluate(
         loaded.model, task, loaded.vocab, cfg.lengths, n_problems=cfg.n_problems, seed=cfg.seed,
@@ -171,6 +176,8 @@ def run_solve(cfg: SolveConfig) -> int:
     loaded = load_checkpoint(cfg.checkpoint, device)
     task = get_task(loaded.task)
     check_task_format(loaded, task)
+    check_vocab(loaded, task)
+    check_finite(loaded)
     problem = task.parse(cfg.problem)
     from toolssm.rollout import rollout
 
@@ -224,6 +231,7 @@ def run_demo(cfg: DemoConfig) -> int:
     task = get_task(cfg.task)
     for s in cfg.lengths:
         task.spec_size(s)
+    check_eval_memory(task, cfg.lengths, n_problems=cfg.n_problems, batch_size=cfg.eval_batch_size)
     out = Path(cfg.out)
     run = demo_run(cfg)
     if not cfg.resume and find_checkpoint_or_none(out) is not None:

@@ -70,6 +70,9 @@ class TheoryConfig:
 
 
 def _validate(cfg: TheoryConfig) -> None:
+    from toolssm.paths import check_out
+
+    check_out(cfg.out)
     for m in cfg.machines:
         get_demo(m)
     if not (0 < cfg.eps < 1 and 0 < cfg.delta < 1 and 0 < cfg.alpha < 1):

@@ -25,10 +25,15 @@ import tyro
 
 from toolssm.evaluate import LengthResult
 from toolssm.paper_results import PAPER_NOTES, paper_value
+from toolssm.paths import check_out
 from toolssm.plots import interval_text, paper_cell, plot_curves
 from toolssm.records import curve, results, run_cell
 from toolssm.sweep import load_records
 from toolssm.tasks.base import TRAINING_DRAW
+
+
+#: the record fields a report reads
+REPORT_FIELDS = ("task", "train_size", "seed", "config", "lengths", "n_problems", "wall_s")
 
 
 def _rank(rec: dict[str, Any]) -> tuple:
@@ -114,11 +119,25 @@ def summarize(records: list[dict[str, Any]], *, generalize: float = 0.9) -> list
 
 def _order(records: list[dict[str, Any]], root: Path) -> list[dict[str, Any]]:
     """Records in the sweep's planned order (sweep.json), so tables follow the paper's rows."""
-    plan = root / "sweep.json"
-    if not plan.is_file():
+    plan = _plan(root)
+    if plan is None:
         return records
-    pos = {r["run_id"]: i for i, r in enumerate(json.loads(plan.read_text()))}
+    pos = {r["run_id"]: i for i, r in enumerate(plan)}
     return sorted(records, key=lambda r: pos.get(r["run_id"], len(pos)))
+
+
+def _plan(root: Path) -> list[dict[str, Any]] | None:
+    """The sweep's planned runs (sweep.json), None without one; a one-line error naming a malformed one."""
+    path = root / "sweep.json"
+    if not path.is_file():
+        return None
+    try:
+        plan = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        plan = None
+    if not isinstance(plan, list) or not all(isinstance(r, dict) and isinstance(r.get("run_id"), str) for r in plan):
+        raise ValueError(f"bad {path}: not a sweep's plan (a JSON list of runs, each with its run_id)")
+    return plan
 
 
 def format_report(rows: list[RowSummary], *, planned: int | None = None) -> str:
@@ -200,13 +219,15 @@ def report(root: str | Path, *, generalize: float = 0.9, plots: bool = True) -> 
     if not folders:
         why = "the path does not exist" if not root.exists() else "expected records/ or results.jsonl in it or below"
         raise ValueError(f"no sweep records under {root}: {why}")
+    for folder in folders:  # report.md and the plots go beside the records
+        check_out(str(folder), "sweep folder")
     texts, files = [], []
     for folder in folders:
-        records = _order(load_records(folder), folder)
+        records = _order(load_records(folder, require=REPORT_FIELDS), folder)
         if not records:
             raise ValueError(f"no sweep records in {folder}: its results.jsonl is empty")
-        plan = folder / "sweep.json"
-        planned = len(json.loads(plan.read_text())) if plan.is_file() else None
+        plan = _plan(folder)
+        planned = len(plan) if plan is not None else None
         rows = summarize(records, generalize=generalize)
         text = format_report(rows, planned=planned)
         (folder / "report.md").write_text(text)

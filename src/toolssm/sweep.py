@@ -201,21 +201,40 @@ def write_atomic(path: Path, text: str) -> None:
     _fsync_dir(path.parent)
 
 
-def load_records(root: str | Path) -> list[dict[str, Any]]:
-    """Every finished run's record: from records/ (the source of truth), else from results.jsonl."""
+def load_records(root: str | Path, require: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Every finished run's record: from records/ (the source of truth), else from results.jsonl. ``require``:
+    more fields (of `RECORD_FIELDS`) each record must have, e.g. the ones a report reads."""
     root = Path(root)
     files = sorted((root / "records").glob("*.jsonl"))
     if files:
-        return [_record(f.read_text(), f) for f in files]
+        return [_record(_text(f), f, require) for f in files]
     agg = root / "results.jsonl"
     if agg.is_file():
-        return [_record(line, f"{agg}, line {i}") for i, line in enumerate(agg.read_text().splitlines(), 1)
+        return [_record(line, f"{agg}, line {i}", require) for i, line in enumerate(_text(agg).splitlines(), 1)
                 if line.strip()]  # fmt: skip
     raise ValueError(f"no records in {root} (expected {root / 'records'}/*.jsonl or {agg})")
 
 
-def _record(text: str, where: Any) -> dict[str, Any]:
+def _text(path: Path) -> str:
+    """A file's text, or a one-line error naming the file."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"bad record file {path}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror}") from None
+
+
+#: a record's fields and their kinds: the first four are required, the others checked where present (or required)
+RECORD_FIELDS = {"run_id": str, "experiment": str, "row": str, "results": list, "task": str, "train_size": int,
+                 "seed": int, "config": dict, "lengths": list, "n_problems": int, "wall_s": (int, float),
+                 "skipped": list, "panel": str}  # fmt: skip
+
+
+def _record(text: str, where: Any, require: Sequence[str] = ()) -> dict[str, Any]:
     """One record, or a one-line error naming where it came from."""
+    from toolssm.evaluate import LengthResult
+
     try:
         rec = json.loads(text)
     except json.JSONDecodeError as e:
@@ -223,6 +242,22 @@ def _record(text: str, where: Any) -> dict[str, Any]:
     missing = [k for k in ("run_id", "experiment", "row", "results") if not isinstance(rec, dict) or k not in rec]
     if missing:
         raise ValueError(f"bad record in {where}: not a sweep record (no {', '.join(missing)})")
+    bad = [k for k, kind in RECORD_FIELDS.items() if (k in rec or k in require)
+           and (not isinstance(rec.get(k), kind) or isinstance(rec.get(k), bool))]  # fmt: skip
+    if bad:
+        raise ValueError(f"bad record in {where}: missing or malformed {', '.join(bad)}")
+    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)  # noqa: E731
+    for i, r in enumerate(rec["results"]):
+        try:
+            res = LengthResult(**r)
+        except TypeError:
+            res = None
+        nums = () if res is None else (res.size, res.n, res.answer_acc, res.trajectory_acc, res.truncated,
+                                       res.tokens_per_problem, res.seconds)  # fmt: skip
+        if res is None or not isinstance(res.spec, str) or not all(map(number, nums)) or not (
+            res.token_acc is None or number(res.token_acc)
+        ):
+            raise ValueError(f"bad record in {where}: results[{i}] is not a size's result")
     return rec
 
 

@@ -28,6 +28,7 @@ tool tokens are new; a task with its own symbols keeps the rows of the symbols t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -56,9 +57,11 @@ from toolssm.checkpoint import (
 )
 from toolssm.data import Ordered, is_dataset_file, read_dataset
 from toolssm.evaluate import evaluate_size
+from toolssm.limits import check_steps, check_train_memory
 from toolssm.loggers import MetricsLogger, check_loggers
 from toolssm.models import ModelConfig, SequenceModel, build_model, n_params, resolve, set_grad_checkpoint
 from toolssm.models.hf import load_hf_remapped, local_folder, read_hf_config
+from toolssm.paths import RunLock, check_out  # noqa: F401  (check_out: imported from here by other modules)
 from toolssm.protocol import PAD, Trajectory, Vocab
 from toolssm.tasks import Task, get_task
 
@@ -155,6 +158,7 @@ class TrainConfig:
         for name in ("train_size", "steps", "batch_size", "save_every", "log_every", "eval_problems"):
             if getattr(self, name) < 1:
                 raise ValueError(f"bad {name}={getattr(self, name)}: must be positive")
+        check_steps(steps=self.steps, save_every=self.save_every, log_every=self.log_every, warmup=self.warmup)
         if self.eval_every < 0:
             raise ValueError(f"bad eval_every={self.eval_every}: must be >= 0 (0: no evaluation during training)")
         if (self.eval_sizes or self.keep_checkpoints) and not self.eval_every:
@@ -272,17 +276,6 @@ def check_device(name: str) -> None:
             torch.device(name)
         except (RuntimeError, ValueError):
             raise ValueError(f"bad device {name!r}: choose auto, cpu, cuda or cuda:N") from None
-
-
-def check_out(out: str, flag: str = "--out") -> None:
-    """A one-line error, before any work, for an output folder that cannot be one."""
-    if not out:
-        raise ValueError(f"empty {flag}: give a folder (it is created if missing)")
-    for parent in (Path(out), *Path(out).parents):
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"bad {flag} {out}: {parent} is a file, not a folder")
-            break
 
 
 def resolve_device(name: str) -> torch.device:
@@ -520,8 +513,37 @@ def train(cfg: TrainConfig) -> Path:
 
 
 def fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
-    """Run (or resume) training; returns the checkpoint folder and the trained model (every rank's)."""
+    """Run (or resume) training; returns the checkpoint folder and the trained model (every rank's). The writing
+    rank holds the run folder's lock (`toolssm.paths.RunLock`) throughout: a second training into the same
+    folder is refused in one line."""
     cfg.validate()
+    lead = (dist.get_rank() if dist.is_initialized() else int(os.environ.get("RANK", "0"))) == 0  # the writer
+    with RunLock(cfg.out) if lead else contextlib.nullcontext():
+        return _fit(cfg)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop the log's records after ``step`` (and any torn line), so a resumed run logs each step once. Written
+    aside and renamed, so a stop here leaves the old log or the new one."""
+    if not path.is_file():
+        return
+    keep, dropped = [], False
+    for line in path.read_bytes().decode("utf-8", "replace").splitlines():
+        try:
+            rec = json.loads(line)
+            ok = isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= step
+        except json.JSONDecodeError:
+            ok = False
+        if ok:
+            keep.append(line)
+        dropped = dropped or not ok
+    if dropped:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        os.replace(tmp, path)
+
+
+def _fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     rank, world, ddp_device = init_distributed(cfg.device)
@@ -529,6 +551,10 @@ def fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
         raise ValueError(f"bad batch_size={cfg.batch_size}: the global batch must split evenly over {world} ranks")
     device = ddp_device or resolve_device(cfg.device)
     task = get_task(cfg.task)
+    if not cfg.data and not cfg.init_from:  # a batch that cannot fit is refused before anything is built or drawn
+        check_train_memory(task, train_size=cfg.train_size, batch_size=cfg.batch_size, max_len=cfg.max_len,
+                           vocab_size=len(mixed_vocab(task, parse_mix(cfg))), model_kwargs=resolve(cfg.model),
+                           world=world, device=device)  # fmt: skip
     init_from = str(local_folder(cfg.init_from)) if cfg.init_from else ""  # a Hub id: its downloaded folder
     text_task = bool(init_from) and task.adopt_tokenizer(init_from)  # the checkpoint's pieces
     if cfg.data and is_dataset_file(cfg.data):  # `toolssm data`'s records: read in order (toolssm.data)
@@ -578,9 +604,11 @@ def fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    if lead:
+    if lead and start < cfg.steps:  # a finished run's folder is left as it is
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    if lead and start:  # the steps after the checkpoint's are trained (and logged) again
+        _truncate_log(out / "log.jsonl", start)
 
     def save(step: int) -> Path:
         return save_checkpoint(
