@@ -71,7 +71,7 @@ class SizeReport:
     size: int
     n: int
     window: int | None  # the policy window of this size's sample alone (None: above max_k)
-    covered: float  # fraction of trajectories whose every k-context was seen in training
+    covered: float  # fraction of trajectories with no unseen context (at every generated position)
     exact: float  # fraction the table reproduces token for token: the k-gram learner's trajectory EM
     unseen: int  # generated positions with an unseen context, over the sample
     wrong: int  # generated positions whose seen context has another next token in training
@@ -85,8 +85,9 @@ class SizeReport:
 class Analysis:
     task: str
     train_size: int
-    k: int  # the policy window of the training sample (max_k if it has conflicts at every k <= max_k)
-    k_conflict: Finding | None  # with k = max_k: a context the training sample itself disagrees on
+    k: int  # the table's context length: the policy window unless given (max_k if there is none up to it)
+    policy_window: int | None  # of the training sample (None: above max_k)
+    k_conflict: Finding | None  # with k below the policy window: a k-context training itself disagrees on
     k_by_train_size: dict[int, int | None]  # the window of a training sample drawn up to each size
     n_train: int
     train_tokens: int
@@ -241,10 +242,12 @@ def analyze(
     n_problems: int = 20,
     eval_seed: int = 1234,
     max_k: int = 64,
+    k: int = 0,
     by_train_size: bool = True,
     progress: bool = False,
 ) -> Analysis:
-    """The policy window on the training sample, then the coverage of its contexts at each size in ``sizes``."""
+    """The policy window on the training sample, then the coverage of its contexts at each size in ``sizes``.
+    ``k``: the table's context length (a k-gram learner's ``--model.window``); 0: the policy window."""
     for s in sizes:  # bad sizes fail before any work
         task.spec_size(s)
     t0 = time.perf_counter()
@@ -252,10 +255,10 @@ def analyze(
     problems = training_problems(task, train_size, steps, batch_size, seed)
     sample = [Encoded.of(task.demonstrate(p), vocab) for p in problems]
     sizes_drawn = [task.size(p) for p in problems]
-    k = window(sample, max_k)
+    policy = window(sample, max_k)
+    k = k or policy or max_k
     k_conflict = None
-    if k is None:  # no window up to max_k makes the training sample's policy a function: say where it breaks
-        k = max_k
+    if policy is None or k < policy:  # some k-context is followed by two tokens in training: say where
         (a, i), (b, j) = conflict(sample, k)  # type: ignore[misc]
         k_conflict = _finding(vocab, sample[a], a, i, k, int(sample[b].ids[j]))
     by_size: dict[int, int | None] = {}
@@ -264,7 +267,7 @@ def analyze(
             by_size[n] = window([e for e, s in zip(sample, sizes_drawn) if s <= n], max_k)
     table = context_table(sample, k)
     result = Analysis(
-        task=task.name, train_size=train_size, k=k, k_conflict=k_conflict, k_by_train_size=by_size,
+        task=task.name, train_size=train_size, k=k, policy_window=policy, k_conflict=k_conflict, k_by_train_size=by_size,
         n_train=len(sample), train_tokens=int(sum(len(e.ids) for e in sample)), contexts=len(table),
     )  # fmt: skip
     if progress:
@@ -283,28 +286,24 @@ def format_analysis(a: Analysis, row: str) -> str:
     ks = "  ".join(f"≤{n}: {'–' if v is None else v}" for n, v in a.k_by_train_size.items())
     lines = [
         f"{a.task}: trained on {a.n_train:,} problems of size ≤ {a.train_size} ({a.train_tokens:,} tokens)",
-        f"policy window k = {a.k}" + (" (not a function at any k up to this: see below)" if a.k_conflict else "")
-        + f"; {a.contexts:,} distinct k-contexts in the training table",
+        f"policy window {'> ' + str(a.k) if a.policy_window is None else a.policy_window}; the table reads up to "
+        f"k = {a.k} tokens back ({a.contexts:,} distinct contexts of 1..k tokens)",
     ]
     if ks:
         lines.append(f"k by training size: {ks}")
     if a.k_conflict:
-        lines.append(f"  training itself disagrees: {a.k_conflict.describe()}")
+        lines.append(f"  at k = {a.k} training itself disagrees: {a.k_conflict.describe()}")
     lines.append(f"predicted (k-gram learner): {row}   (paper notation n→m (p%))")
     head = f"{'size':>8} | {'k here':>6} | {'covered':>7} | {'exact':>6} | {'unseen':>7} | {'wrong':>6} | {'tokens/prob':>11} | {'time':>6}"
     lines += ["", head, "-" * len(head)]
     for r in a.sizes:
         kk = "–" if r.window is None else str(r.window)
-        if r.window is None and r.n:
-            kk = "–"
         lines.append(f"{r.spec:>8} | {kk:>6} | {r.covered:>7.0%} | {r.exact:>6.0%} | {r.unseen:>7,} | {r.wrong:>6,} |"
                      f" {r.tokens_per_problem:>11,.0f} | {r.seconds:>5.1f}s")  # fmt: skip
-    notes = [(r.spec, r.first_unseen) for r in a.sizes if r.first_unseen] + [
-        (r.spec, r.first_wrong) for r in a.sizes if r.first_wrong]  # fmt: skip
+    notes = [(r.spec, f) for r in a.sizes for f in (r.first_unseen, r.first_wrong) if f is not None]
     if notes:
         lines += ["", "first context that breaks the table, per size (what to redesign):"]
-        for spec, f in notes:
-            lines.append(f"  size {spec}: {f.describe()}")
-    lines.append(f"\n({a.seconds:.1f}s; k here: the window of that size's sample alone, – above the search "
-                 f"limit; covered: every k-context seen in training; exact: the table reproduces the trajectory)")
+        lines += [f"  size {spec}: {f.describe()}" for spec, f in notes]
+    lines.append(f"\n({a.seconds:.1f}s. k here: the policy window of that size's sample alone, – above the search "
+                 f"limit; covered: no unseen context; exact: the table reproduces the whole trajectory)")
     return "\n".join(lines)

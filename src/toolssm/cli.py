@@ -175,6 +175,53 @@ def run_solve(cfg: SolveConfig) -> int:
     return 0
 
 
+@dataclass
+class AnalyzeConfig:
+    """Predict length generalization before training: the expert's policy window k, and whether the k-token
+    contexts at each test size were seen in training (the k-gram learner's row, without training it)."""
+
+    task: str = "addition"
+    train_size: int = 5
+    """largest problem size in the training sample"""
+    sizes: tuple[str, ...] = ("5", "10", "100", "1000")
+    """test sizes, as eval's --lengths"""
+    steps: int = 100
+    """the training sample is the problems `train --steps S --batch-size B --seed SEED` draws"""
+    batch_size: int = 32
+    seed: int = 0
+    n_problems: int = 20
+    """test problems per size: those `eval --n-problems N --seed EVAL_SEED` draws"""
+    eval_seed: int = 1234
+    k: int = 0
+    """the table's context length, as a k-gram learner's --model.window (0: the policy window)"""
+    max_k: int = 64
+    """the longest window the policy-window search tries"""
+    progress: bool = True
+
+
+def run_analyze(cfg: AnalyzeConfig) -> int:
+    from toolssm.analysis import analyze, format_analysis
+    from toolssm.evaluate import LengthResult, paper_cell
+
+    task = get_task(cfg.task)
+    task.spec_size(str(cfg.train_size))
+    for name in ("steps", "batch_size", "n_problems", "max_k"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"bad --{name.replace('_', '-')} {getattr(cfg, name)}: must be positive")
+    if not cfg.sizes:
+        raise ValueError("no sizes to test: give --sizes SIZE [SIZE ...]")
+    if not 0 <= cfg.k <= cfg.max_k:
+        raise ValueError(f"bad --k {cfg.k}: 0 (the policy window) or up to --max-k {cfg.max_k}")
+    a = analyze(
+        task, cfg.train_size, cfg.sizes, steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed,
+        n_problems=cfg.n_problems, eval_seed=cfg.eval_seed, k=cfg.k, max_k=cfg.max_k, progress=cfg.progress,
+    )  # fmt: skip
+    rows = [LengthResult(r.spec, r.size, r.n, r.exact, r.exact, None, 0, r.tokens_per_problem, r.seconds)
+            for r in a.sizes]  # fmt: skip
+    print(format_analysis(a, paper_cell(cfg.train_size, rows)))
+    return 0
+
+
 def run_train(cfg: TrainConfig) -> int:
     ckpt = train(cfg)
     print(f"checkpoint: {ckpt}")
@@ -318,6 +365,7 @@ COMMANDS = {
     "reproduce": (ReproduceConfig, run_reproduce),
     "report": (ReportConfig, run_report),
     "theory": (TheoryConfig, run_theory),
+    "analyze": (AnalyzeConfig, run_analyze),
 }
 
 
@@ -337,7 +385,7 @@ def _one_line(captured: str) -> str:
 def parse(argv: list[str]):
     if not argv or argv[0] not in COMMANDS:
         if argv and argv[0] in ("-h", "--help"):
-            print("usage: toolssm {demo,compare,train,eval,solve,reproduce,report,theory} [--help] [FLAGS]\n\n"
+            print("usage: toolssm {demo,compare,train,eval,solve,reproduce,report,theory,analyze} [--help] [FLAGS]\n\n"
                   "  demo     train on short problems, then test on long ones (the paper's headline)\n"
                   "  compare  the demo for several architectures, one table and plot (Figure 2)\n"
                   "  train    train a model on a task's expert trajectories\n"
@@ -345,7 +393,8 @@ def parse(argv: list[str]):
                   "  solve    solve one problem with a trained model and its tool\n"
                   "  reproduce  one table or figure of the paper: a resumable sweep, then its report\n"
                   "  report     rebuild paper-style tables and plots from a sweep's records\n"
-                  "  theory     the paper's theorems, run: Turing-machine table learner, the state-count bound")  # fmt: skip
+                  "  theory     the paper's theorems, run: Turing-machine table learner, the state-count bound\n"
+                  "  analyze    predict length generalization before training: policy window, context coverage")  # fmt: skip
             raise SystemExit(0)
         what = f"unknown command {argv[0]!r}" if argv else "missing command"
         raise ValueError(f"{what} (choose from: {', '.join(COMMANDS)})")
