@@ -30,21 +30,69 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from toolssm.locality import ContextTable, best_next, context_keys, suffix_keys
-from toolssm.protocol import EOS, Trajectory, Vocab
+from toolssm.protocol import EOS, Role, Trajectory, Vocab
 from toolssm.tasks import Task
 
 
 @dataclass
 class Encoded:
-    """One trajectory as arrays: token ids plus one (0 is "before the start"), and its generated positions."""
+    """One trajectory as arrays: token ids plus one (0 is "before the start"), and its generated positions.
+    ``target``: what the learner must write at each position, where it differs from what it reads there
+    (`Exchangeable`)."""
 
     ids: np.ndarray  # (L,) int64
     gen: np.ndarray  # (L,) bool: thought, command or output
+    target: np.ndarray | None = None
+    start: int = 0  # the first position after the input
 
     @classmethod
-    def of(cls, traj: Trajectory, vocab: Vocab) -> Encoded:
-        ids = np.asarray(vocab.ids(traj.tokens), dtype=np.int64) + 1
-        return cls(ids, np.asarray(traj.loss_mask(), dtype=bool))
+    def of(cls, traj: Trajectory, vocab: Vocab, same: Exchangeable | None = None) -> Encoded:
+        if same is not None:
+            e = same.encode(traj)
+        else:
+            e = cls(np.asarray(vocab.ids(traj.tokens), dtype=np.int64) + 1, np.asarray(traj.loss_mask(), dtype=bool))
+        e.start = next((i for i, r in enumerate(traj.roles) if r != Role.INPUT), len(traj))
+        return e
+
+    @property
+    def next(self) -> np.ndarray:
+        return self.ids if self.target is None else self.target
+
+
+class Exchangeable:
+    """Tokens the expert treats alike (Hanoi's 100 disk tokens, say): it copies them and never decides by which
+    one it read. A table over raw tokens would need every context with every one of them; this view reads
+    each as one class token, ``⟨x⟩``, and writes one as ``⟨copy m⟩``, a copy of the m-th last one read or
+    written (m = 0 the last), or ``⟨new x⟩`` if none of the last ``depth`` is it. Contexts then count the
+    trajectory's structure, not its values (a learner that copies: a pointer network, an attention head)."""
+
+    def __init__(self, vocab: Vocab, pattern: str, depth: int = 8):
+        import re
+
+        rx = re.compile(pattern)
+        self.same = frozenset(t for t in vocab.tokens if rx.fullmatch(t))
+        if not self.same:
+            raise ValueError(f"bad --exchangeable {pattern!r}: it matches none of the task's tokens")
+        self.depth = depth
+        self.vocab = Vocab([*vocab.tokens, "⟨x⟩", *(f"⟨copy {m}⟩" for m in range(depth)), "⟨new x⟩"])
+        self._ids = {t: self.vocab.id(t) + 1 for t in vocab.tokens}
+        self._cls = {t: self.vocab.id("⟨x⟩") + 1 for t in self.same}
+
+    def encode(self, traj: Trajectory) -> Encoded:
+        from collections import deque
+
+        gen = np.asarray(traj.loss_mask(), dtype=bool)
+        ids = np.asarray([self._cls.get(t) or self._ids[t] for t in traj.tokens], dtype=np.int64)
+        target = ids.copy()
+        recent: deque[str] = deque(maxlen=self.depth)
+        copy0, new = self.vocab.id("⟨copy 0⟩") + 1, self.vocab.id("⟨new x⟩") + 1
+        for i, t in enumerate(traj.tokens):
+            if t in self.same:
+                if gen[i]:
+                    m = next((m for m, r in enumerate(reversed(recent)) if r == t), None)
+                    target[i] = new if m is None else copy0 + m
+                recent.append(t)
+        return Encoded(ids, gen, target)
 
 
 @dataclass
@@ -72,6 +120,7 @@ class SizeReport:
     n: int
     window: int | None  # the policy window of this size's sample alone (None: above max_k)
     covered: float  # fraction of trajectories with no unseen context (at every generated position)
+    k_covered: float  # fraction whose every full k-token context after the input was seen in training
     exact: float  # fraction the table reproduces token for token: the k-gram learner's trajectory EM
     unseen: int  # generated positions with an unseen context, over the sample
     wrong: int  # generated positions whose seen context has another next token in training
@@ -79,6 +128,7 @@ class SizeReport:
     seconds: float
     first_unseen: Finding | None = None
     first_wrong: Finding | None = None
+    first_k_unseen: Finding | None = None
 
 
 @dataclass
@@ -104,26 +154,27 @@ def _last(keys) -> np.ndarray:
     return last
 
 
-def _joined(sample: Sequence[Encoded], pad: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The sample as one array, each trajectory after ``pad`` zeros ("before the start"), its generated
-    positions there, and which trajectory each belongs to."""
-    ids, gen, which = [], [], []
+def _joined(sample: Sequence[Encoded], pad: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The sample as one array, each trajectory after ``pad`` zeros ("before the start"); the token to write at
+    each generated position, where that is in the array, and which trajectory it belongs to."""
+    ids, nxt, gen, which = [], [], [], []
     for j, e in enumerate(sample):
         ids += [np.zeros(pad, dtype=np.int64), e.ids]
+        nxt += [np.zeros(pad, dtype=np.int64), e.next]
         gen += [np.zeros(pad, dtype=bool), e.gen]
         which.append(np.full(pad + len(e.ids), j))
     if not ids:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return (np.zeros(0, dtype=np.int64),) * 4
     at = np.flatnonzero(np.concatenate(gen))
-    return np.concatenate(ids), at, np.concatenate(which)[at]
+    return np.concatenate(ids), np.concatenate(nxt)[at], at, np.concatenate(which)[at]
 
 
 def _rows(sample: Sequence[Encoded], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(key of the k tokens before, next id + 1, sample index, position) at every generated position."""
-    ids, at, which = _joined(sample, k)
+    ids, nxt, at, which = _joined(sample, k)
     keys = _last(suffix_keys(ids, k, k - 1))[at - k]  # keys[p - k + 1 - 1]: the window ending just before p
     starts = np.concatenate([[0], np.cumsum([k + len(e.ids) for e in sample])])
-    return keys, ids[at], which, at - starts[which] - k
+    return keys, nxt, which, at - starts[which] - k
 
 
 def conflict(sample: Sequence[Encoded], k: int) -> tuple[tuple[int, int], tuple[int, int]] | None:
@@ -156,8 +207,7 @@ def window(sample: Sequence[Encoded], max_k: int = 64) -> int | None:
 
 def context_table(sample: Sequence[Encoded], k: int) -> ContextTable:
     """The k-gram learner's tables for contexts of 1..k tokens, counted over the sample."""
-    ids, at, _ = _joined(sample, k)
-    nxt = ids[at]
+    ids, nxt, at, _ = _joined(sample, k)
     return ContextTable([best_next(keys[at - k], nxt) for keys in suffix_keys(ids, k, k - 1)])
 
 
@@ -185,28 +235,35 @@ def _finding(vocab: Vocab, e: Encoded, problem: int, position: int, j: int, tabl
         return vocab.token(int(i) - 1) if i else "(before the start)"
 
     ctx = [tok(i) for i in (*([0] * max(0, j - position)), *e.ids[max(0, position - j) : position])]
-    return Finding(problem, position, ctx, tok(e.ids[position]), tok(table_next) if table_next else None)
+    return Finding(problem, position, ctx, tok(e.next[position]), tok(table_next) if table_next else None)
 
 
 def check_size(task: Task, vocab: Vocab, table: ContextTable, problems: Iterable, spec: str, *,
-               max_k: int = 64, window_of_size: bool = True) -> SizeReport:  # fmt: skip
+               max_k: int = 64, window_of_size: bool = True, same: Exchangeable | None = None) -> SizeReport:  # fmt: skip
     """Coverage of one test size: each trajectory is made, checked against the table and dropped; only its
     ids are kept when ``window_of_size`` asks for this size's own policy window."""
     t0 = time.perf_counter()
-    n = covered = exact = unseen = wrong = tokens = 0
-    first_unseen = first_wrong = None
+    n = covered = k_covered = exact = unseen = wrong = tokens = 0
+    first_unseen = first_wrong = first_k_unseen = None
+    full = ContextTable([table.tables[-1]])  # the k-token contexts alone, looked up as one table
     kept: list[Encoded] = []
     eos = vocab.id(EOS) + 1
     for p_i, p in enumerate(problems):
-        e = Encoded.of(task.demonstrate(p), vocab)
+        e = Encoded.of(task.demonstrate(p), vocab, same)
         at = np.flatnonzero(e.gen)
-        nxt, depth = table.predict(key[at] for key in context_keys(e.ids, table.k))
-        expert = e.ids[at]
+        keys = [key[at] for key in context_keys(e.ids, table.k)]
+        nxt, depth = table.predict(keys)
+        k_seen = (full.predict([keys[-1]])[0] != 0) | (at < e.start + table.k)  # windows reading the input: below
+        expert = e.next[at]
         missing = nxt == 0
         bad_unseen = missing & (expert != eos)  # an unseen context: the learner emits [EOS]
         bad_wrong = ~missing & (nxt != expert)
         n, tokens = n + 1, tokens + len(e.ids)
         covered += not missing.any()
+        k_covered += bool(k_seen.all())
+        if first_k_unseen is None and not k_seen.all():
+            i = int(np.argmin(k_seen))
+            first_k_unseen = _finding(vocab, e, p_i, int(at[i]), table.k, 0)
         exact += not (bad_unseen.any() or bad_wrong.any())
         unseen, wrong = unseen + int(missing.sum()), wrong + int(bad_wrong.sum())
         if first_unseen is None and missing.any():
@@ -219,7 +276,8 @@ def check_size(task: Task, vocab: Vocab, table: ContextTable, problems: Iterable
             kept.append(e)
     k = window(kept, max_k) if window_of_size and kept else None
     return SizeReport(
-        spec=spec, size=task.spec_size(spec), n=n, window=k, covered=covered / max(n, 1), exact=exact / max(n, 1),
+        spec=spec, size=task.spec_size(spec), n=n, window=k, covered=covered / max(n, 1),
+        k_covered=k_covered / max(n, 1), exact=exact / max(n, 1), first_k_unseen=first_k_unseen,
         unseen=unseen, wrong=wrong, tokens_per_problem=tokens / max(n, 1), seconds=time.perf_counter() - t0,
         first_unseen=first_unseen, first_wrong=first_wrong,
     )  # fmt: skip
@@ -243,24 +301,29 @@ def analyze(
     eval_seed: int = 1234,
     max_k: int = 64,
     k: int = 0,
+    exchangeable: str = "",
     by_train_size: bool = True,
     progress: bool = False,
 ) -> Analysis:
     """The policy window on the training sample, then the coverage of its contexts at each size in ``sizes``.
-    ``k``: the table's context length (a k-gram learner's ``--model.window``); 0: the policy window."""
+    ``k``: the table's context length (a k-gram learner's ``--model.window``); 0: the policy window.
+    ``exchangeable``: a regex for tokens read as one class and written as copies (`Exchangeable`)."""
     for s in sizes:  # bad sizes fail before any work
         task.spec_size(s)
     t0 = time.perf_counter()
     vocab = task.vocab()
+    same = Exchangeable(vocab, exchangeable) if exchangeable else None
+    if same is not None:
+        vocab = same.vocab
     problems = training_problems(task, train_size, steps, batch_size, seed)
-    sample = [Encoded.of(task.demonstrate(p), vocab) for p in problems]
+    sample = [Encoded.of(task.demonstrate(p), vocab, same) for p in problems]
     sizes_drawn = [task.size(p) for p in problems]
     policy = window(sample, max_k)
     k = k or policy or max_k
     k_conflict = None
     if policy is None or k < policy:  # some k-context is followed by two tokens in training: say where
         (a, i), (b, j) = conflict(sample, k)  # type: ignore[misc]
-        k_conflict = _finding(vocab, sample[a], a, i, k, int(sample[b].ids[j]))
+        k_conflict = _finding(vocab, sample[a], a, i, k, int(sample[b].next[j]))
     by_size: dict[int, int | None] = {}
     if by_train_size:
         for n in _train_sizes(train_size):
@@ -273,7 +336,8 @@ def analyze(
     if progress:
         print(f"  trained on {len(sample)} problems (<= {train_size}): k = {k}", flush=True)
     for spec in sizes:
-        r = check_size(task, vocab, table, eval_problems(task, spec, n_problems, eval_seed), spec, max_k=max_k)
+        r = check_size(task, vocab, table, eval_problems(task, spec, n_problems, eval_seed), spec, max_k=max_k,
+                       same=same)  # fmt: skip
         result.sizes.append(r)
         if progress:
             print(f"  size {spec:>6}: covered {r.covered:6.1%}  exact {r.exact:6.1%}  ({r.seconds:.1f}s)", flush=True)
@@ -294,16 +358,22 @@ def format_analysis(a: Analysis, row: str) -> str:
     if a.k_conflict:
         lines.append(f"  at k = {a.k} training itself disagrees: {a.k_conflict.describe()}")
     lines.append(f"predicted (k-gram learner): {row}   (paper notation n→m (p%))")
-    head = f"{'size':>8} | {'k here':>6} | {'covered':>7} | {'exact':>6} | {'unseen':>7} | {'wrong':>6} | {'tokens/prob':>11} | {'time':>6}"
+    head = (f"{'size':>8} | {'k here':>6} | {'k-covered':>9} | {'covered':>7} | {'exact':>6} | {'unseen':>7} | "
+            f"{'wrong':>6} | {'tokens/prob':>11} | {'time':>6}")
     lines += ["", head, "-" * len(head)]
     for r in a.sizes:
         kk = "–" if r.window is None else str(r.window)
-        lines.append(f"{r.spec:>8} | {kk:>6} | {r.covered:>7.0%} | {r.exact:>6.0%} | {r.unseen:>7,} | {r.wrong:>6,} |"
+        lines.append(f"{r.spec:>8} | {kk:>6} | {r.k_covered:>9.0%} | {r.covered:>7.0%} | {r.exact:>6.0%} | {r.unseen:>7,} | {r.wrong:>6,} |"
                      f" {r.tokens_per_problem:>11,.0f} | {r.seconds:>5.1f}s")  # fmt: skip
     notes = [(r.spec, f) for r in a.sizes for f in (r.first_unseen, r.first_wrong) if f is not None]
     if notes:
         lines += ["", "first context that breaks the table, per size (what to redesign):"]
         lines += [f"  size {spec}: {f.describe()}" for spec, f in notes]
+    firsts = [(r.spec, r.first_k_unseen) for r in a.sizes if r.first_k_unseen is not None]
+    if firsts:
+        lines += ["", "first k-token context never seen in training, per size:"]
+        lines += [f"  size {spec}: {f.describe()}" for spec, f in firsts]
     lines.append(f"\n({a.seconds:.1f}s. k here: the policy window of that size's sample alone, – above the search "
-                 f"limit; covered: no unseen context; exact: the table reproduces the whole trajectory)")
+                 f"limit; k-covered: every full k-token context after the input seen in training; covered: no unseen context of "
+                 f"the length the table reads; exact: the table reproduces the whole trajectory)")
     return "\n".join(lines)
