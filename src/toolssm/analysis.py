@@ -121,6 +121,7 @@ class SizeReport:
     window: int | None  # the policy window of this size's sample alone (None: above max_k)
     covered: float  # fraction of trajectories with no unseen context (at every generated position)
     k_covered: float  # fraction whose every full k-token context after the input was seen in training
+    k_checked: int  # generated positions whose k-token window lies after the input (what k_covered checks)
     exact: float  # fraction the table reproduces token for token: the k-gram learner's trajectory EM
     unseen: int  # generated positions with an unseen context, over the sample
     wrong: int  # generated positions whose seen context has another next token in training
@@ -243,7 +244,7 @@ def check_size(task: Task, vocab: Vocab, table: ContextTable, problems: Iterable
     """Coverage of one test size: each trajectory is made, checked against the table and dropped; only its
     ids are kept when ``window_of_size`` asks for this size's own policy window."""
     t0 = time.perf_counter()
-    n = covered = k_covered = exact = unseen = wrong = tokens = 0
+    n = covered = k_covered = k_checked = exact = unseen = wrong = tokens = 0
     first_unseen = first_wrong = first_k_unseen = None
     full = ContextTable([table.tables[-1]])  # the k-token contexts alone, looked up as one table
     kept: list[Encoded] = []
@@ -253,7 +254,9 @@ def check_size(task: Task, vocab: Vocab, table: ContextTable, problems: Iterable
         at = np.flatnonzero(e.gen)
         keys = [key[at] for key in context_keys(e.ids, table.k)]
         nxt, depth = table.predict(keys)
-        k_seen = (full.predict([keys[-1]])[0] != 0) | (at < e.start + table.k)  # windows reading the input: below
+        reads_input = at < e.start + table.k  # such a window sees the input's length: not counted (docs)
+        k_seen = (full.predict([keys[-1]])[0] != 0) | reads_input
+        k_checked += int((~reads_input).sum())
         expert = e.next[at]
         missing = nxt == 0
         bad_unseen = missing & (expert != eos)  # an unseen context: the learner emits [EOS]
@@ -277,7 +280,7 @@ def check_size(task: Task, vocab: Vocab, table: ContextTable, problems: Iterable
     k = window(kept, max_k) if window_of_size and kept else None
     return SizeReport(
         spec=spec, size=task.spec_size(spec), n=n, window=k, covered=covered / max(n, 1),
-        k_covered=k_covered / max(n, 1), exact=exact / max(n, 1), first_k_unseen=first_k_unseen,
+        k_covered=k_covered / max(n, 1), k_checked=k_checked, exact=exact / max(n, 1), first_k_unseen=first_k_unseen,
         unseen=unseen, wrong=wrong, tokens_per_problem=tokens / max(n, 1), seconds=time.perf_counter() - t0,
         first_unseen=first_unseen, first_wrong=first_wrong,
     )  # fmt: skip
@@ -363,7 +366,8 @@ def format_analysis(a: Analysis, row: str) -> str:
     lines += ["", head, "-" * len(head)]
     for r in a.sizes:
         kk = "–" if r.window is None else str(r.window)
-        lines.append(f"{r.spec:>8} | {kk:>6} | {r.k_covered:>9.0%} | {r.covered:>7.0%} | {r.exact:>6.0%} | {r.unseen:>7,} | {r.wrong:>6,} |"
+        kc = f"{r.k_covered:.0%}" if r.k_checked else "–"
+        lines.append(f"{r.spec:>8} | {kk:>6} | {kc:>9} | {r.covered:>7.0%} | {r.exact:>6.0%} | {r.unseen:>7,} | {r.wrong:>6,} |"
                      f" {r.tokens_per_problem:>11,.0f} | {r.seconds:>5.1f}s")  # fmt: skip
     notes = [(r.spec, f) for r in a.sizes for f in (r.first_unseen, r.first_wrong) if f is not None]
     if notes:
