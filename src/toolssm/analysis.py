@@ -142,7 +142,8 @@ class Analysis:
     k_by_train_size: dict[int, int | None]  # the window of a training sample drawn up to each size
     n_train: int
     train_tokens: int
-    contexts: int  # distinct k-contexts in the training table
+    contexts: int  # distinct contexts (of 1..k tokens) in the training table
+    exchangeable: str = ""  # the regex of tokens read as one class (`Exchangeable`); "" for none
     sizes: list[SizeReport] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -335,6 +336,7 @@ def analyze(
     result = Analysis(
         task=task.name, train_size=train_size, k=k, policy_window=policy, k_conflict=k_conflict, k_by_train_size=by_size,
         n_train=len(sample), train_tokens=int(sum(len(e.ids) for e in sample)), contexts=len(table),
+        exchangeable=exchangeable,
     )  # fmt: skip
     if progress:
         print(f"  trained on {len(sample)} problems (<= {train_size}): k = {k}", flush=True)
@@ -360,7 +362,8 @@ def format_analysis(a: Analysis, row: str) -> str:
         lines.append(f"k by training size: {ks}")
     if a.k_conflict:
         lines.append(f"  at k = {a.k} training itself disagrees: {a.k_conflict.describe()}")
-    lines.append(f"predicted (k-gram learner): {row}   (paper notation n→m (p%))")
+    view = f", reading {a.exchangeable!r} as one token class" if a.exchangeable else ""
+    lines.append(f"predicted (k-gram learner{view}): {row}   (paper notation n→m (p%))")
     head = (f"{'size':>8} | {'k here':>6} | {'k-covered':>9} | {'covered':>7} | {'exact':>6} | {'unseen':>7} | "
             f"{'wrong':>6} | {'tokens/prob':>11} | {'time':>6}")
     lines += ["", head, "-" * len(head)]

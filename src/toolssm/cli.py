@@ -196,6 +196,9 @@ class AnalyzeConfig:
     """the table's context length, as a k-gram learner's --model.window (0: the policy window)"""
     max_k: int = 64
     """the longest window the policy-window search tries"""
+    exchangeable: str = ""
+    """a regex for tokens the expert only copies (e.g. '\\(\\d+\\)', Hanoi's disks): read as one class, written as
+    copies, so contexts count structure, not values (docs/analysis.md)"""
     progress: bool = True
 
 
@@ -214,7 +217,8 @@ def run_analyze(cfg: AnalyzeConfig) -> int:
         raise ValueError(f"bad --k {cfg.k}: 0 (the policy window) or up to --max-k {cfg.max_k}")
     a = analyze(
         task, cfg.train_size, cfg.sizes, steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed,
-        n_problems=cfg.n_problems, eval_seed=cfg.eval_seed, k=cfg.k, max_k=cfg.max_k, progress=cfg.progress,
+        n_problems=cfg.n_problems, eval_seed=cfg.eval_seed, k=cfg.k, max_k=cfg.max_k, exchangeable=cfg.exchangeable,
+        progress=cfg.progress,
     )  # fmt: skip
     rows = [LengthResult(r.spec, r.size, r.n, r.exact, r.exact, None, 0, r.tokens_per_problem, r.seconds)
             for r in a.sizes]  # fmt: skip
