@@ -5,9 +5,10 @@ Two questions about a task's expert trajectories, answered without a model (docs
 - **Locality.** The policy window k: the smallest k for which every generated token (thought, command,
   output) is a function of the k tokens before it, over a sample (`toolssm.locality`). A k that grows with
   the problem size says the expert counts.
-- **Coverage.** Whether the k-token contexts of the trajectories at a test size were all seen in the
-  training sample. Where one was not, the Theorem 2.2 learner (a k-gram lookup table, `--model kgram`) has
-  no rule and stops; where one was seen but the expert does something else there, its rule is wrong.
+- **Coverage.** Whether the contexts of the trajectories at a test size were seen in the training sample.
+  The Theorem 2.2 learner (a k-gram lookup table, `--model kgram`, its rule `toolssm.locality.ContextTable`)
+  stops where the context it reads was never seen, and is wrong where a seen context was followed by
+  another token in training. The strict reading (``k_covered``): every full k-token context was seen.
 
 A test trajectory is *predicted exact* when the table built from the training sample gives the expert's
 token at every generated position (an unseen context counts as right only where the expert ends with
@@ -17,7 +18,7 @@ exact match, so the fractions at each size make its ``n→m (p%)`` row without t
 The training sample is the problems ``toolssm train --steps S --batch-size B --seed SEED`` draws, and the
 test problems are those ``toolssm eval --n-problems N --seed SEED`` draws, so the prediction and the
 k-gram learner's measured row are about the same problems. Windows are hashed to 64-bit keys
-(`toolssm.locality.window_keys`); test trajectories are made and checked one at a time.
+(`toolssm.locality.suffix_keys`); test trajectories are made and checked one at a time.
 """
 
 from __future__ import annotations
