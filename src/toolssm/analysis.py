@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from toolssm.locality import ContextTable, best_next, context_keys, suffix_keys
+from toolssm.locality import ContextTable, best_next, context_keys, smallest_window, suffix_keys
 from toolssm.protocol import EOS, Role, Trajectory, Vocab
 from toolssm.tasks import Task
 
@@ -194,18 +194,8 @@ def conflict(sample: Sequence[Encoded], k: int) -> tuple[tuple[int, int], tuple[
 
 
 def window(sample: Sequence[Encoded], max_k: int = 64) -> int | None:
-    """The smallest k <= max_k for which the sample's policy is k-local (None if there is none).
-    k-locality is upward closed, so a binary search finds it."""
-    if conflict(sample, max_k) is not None:
-        return None
-    lo, hi = 1, max_k
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if conflict(sample, mid) is None:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
+    """The smallest k <= max_k for which the sample's policy is k-local (None if there is none)."""
+    return smallest_window(lambda k: conflict(sample, k) is None, max_k)
 
 
 def context_table(sample: Sequence[Encoded], k: int) -> ContextTable:

@@ -10,7 +10,7 @@ recent tokens standing in for the finite-state control.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -31,19 +31,28 @@ def window_conflict(trajectories: Iterable[Trajectory], k: int) -> tuple[tuple[s
     return None
 
 
-def policy_window(trajectories: Iterable[Trajectory], max_k: int = 64) -> int:
-    """The smallest k for which the trajectories' policy is k-local (ValueError if above ``max_k``)."""
-    trajs = list(trajectories)
-    lo, hi = 1, max_k  # k-locality is upward closed: search for the smallest k
-    if window_conflict(trajs, hi) is not None:
-        raise ValueError(f"the policy is not {max_k}-local")
+def smallest_window(is_local: Callable[[int], bool], max_k: int) -> int | None:
+    """The smallest k <= max_k with ``is_local(k)``, or None. k-locality is upward closed (a function of the
+    last k tokens is one of the last k + 1), so a binary search finds it."""
+    if not is_local(max_k):
+        return None
+    lo, hi = 1, max_k
     while lo < hi:
         mid = (lo + hi) // 2
-        if window_conflict(trajs, mid) is None:
+        if is_local(mid):
             hi = mid
         else:
             lo = mid + 1
     return lo
+
+
+def policy_window(trajectories: Iterable[Trajectory], max_k: int = 64) -> int:
+    """The smallest k for which the trajectories' policy is k-local (ValueError if above ``max_k``)."""
+    trajs = list(trajectories)
+    k = smallest_window(lambda k: window_conflict(trajs, k) is None, max_k)
+    if k is None:
+        raise ValueError(f"the policy is not {max_k}-local")
+    return k
 
 
 # -- hashed windows and the shortest-suffix table: the k-gram learner's rule, shared by the learner
