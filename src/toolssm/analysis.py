@@ -152,8 +152,10 @@ class Analysis:
 # -- tables over encoded samples -------------------------------------------------------------------------
 
 
-def _last(keys) -> np.ndarray:
-    *_, last = keys
+def _last(keys: Iterable[np.ndarray]) -> np.ndarray:
+    """The last array an iterator yields, holding one at a time (the keys of the longest window)."""
+    for last in keys:
+        pass
     return last
 
 
