@@ -41,13 +41,11 @@ SETTINGS = {
     "hanoi-fixed": (5, ["6", "7", "8"], 16, DISKS),
     "hanoi-paper": (5, ["6", "7", "8"], 16, DISKS),
     "hanoi-recursive": (7, ["8", "9", "10"], 8, DISKS),
-    "logic-graph": (10, ["20", "100", "1000"], 30, ""),
+    "logic-graph": (10, ["20", "100", "1000"], 30, r"v\d+"),  # node labels v0..v999, read as one class
     "tm-increment": (5, ["10", "100", "1000"], 30, ""),
     "tm-add": (5, ["10", "100", "1000"], 30, ""),
     "tm-palindrome": (5, ["10", "30", "100"], 30, ""),
     "tm-unary": (5, ["10", "100", "1000"], 30, ""),
-    "codefix": (16, ["24", "32", "64"], 8, ""),
-    "codefix-single": (16, ["24", "32", "64"], 8, ""),
 }
 
 #: measured rows recorded in docs/ (cpu presets unless noted); "–": not recorded
@@ -79,7 +77,7 @@ def row(task_name: str, n_problems: int = 10) -> tuple[str, dict]:
     pred = [LengthResult(r.spec, r.size, r.n, r.exact, r.exact, None, 0, r.tokens_per_problem, r.seconds) for r in a.sizes]
     strict = " ".join(f"{r.k_covered:.0%}" if r.k_checked else "–" for r in a.sizes)
     lstm, mamba, _ = RECORDED.get(task_name, ("–", "–", ""))
-    note = " (disks exchangeable)" if same == DISKS else f" ({same} exchangeable)" if same else ""
+    note = f" ({'disks' if same == DISKS else 'labels'} exchangeable)" if same else ""
     head = f"| `{task_name}` | {a.policy_window or '>' + str(a.k)} | `{paper_cell(train_size, pred)}`{note} | {strict} | "
     tail = f" | {lstm} | {mamba} | {t_analysis:.0f} s |"
     if a.policy_window is None or a.k > MAX_COUNTED_K:  # a table of up to k contexts per position: not run

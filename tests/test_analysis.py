@@ -140,6 +140,13 @@ def test_analyze_prints_the_prediction_and_refuses_bad_input_in_one_line(capsys)
         assert err.startswith("toolssm: error:") and len(err.strip().splitlines()) == 1, err
 
 
+def test_the_window_by_training_size_skips_sizes_the_task_has_no_problems_of():
+    """A logical graph has at least 6 nodes: no training problem is of size <= 2 (this once crashed)."""
+    a = analyze(get_task("logic-graph"), 10, ["11"], steps=1, batch_size=8, n_problems=1)
+    assert min(a.k_by_train_size) > 2 and a.k_by_train_size[10] == a.policy_window
+    assert window([]) == 1  # no positions: vacuously a function of any window
+
+
 @pytest.mark.parametrize("k", [1, 4])
 def test_window_keys_tell_windows_apart_exactly_as_tuples_do(k):
     rng = np.random.default_rng(0)

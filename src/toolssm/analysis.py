@@ -324,7 +324,9 @@ def analyze(
     by_size: dict[int, int | None] = {}
     if by_train_size:
         for n in _train_sizes(train_size):
-            by_size[n] = window([e for e, s in zip(sample, sizes_drawn) if s <= n], max_k)
+            sub = [e for e, s in zip(sample, sizes_drawn) if s <= n]
+            if sub:  # a task may have no problems that small (a logical graph has at least 6 nodes)
+                by_size[n] = window(sub, max_k)
     table = context_table(sample, k)
     result = Analysis(
         task=task.name, train_size=train_size, k=k, policy_window=policy, k_conflict=k_conflict, k_by_train_size=by_size,

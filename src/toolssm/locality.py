@@ -73,7 +73,7 @@ def suffix_keys(x: np.ndarray, max_k: int, start: int) -> Iterator[np.ndarray]:
     if start < max_k - 1:
         raise ValueError(f"start={start} leaves no room for windows of {max_k}")
     x = np.ascontiguousarray(x, dtype=np.int64).view(np.uint64)
-    n = x.shape[-1] - start
+    n = max(0, x.shape[-1] - start)
     h = np.full((*x.shape[:-1], n), 0x5851F42D4C957F2D, dtype=np.uint64)
     for j in range(1, max_k + 1):
         h ^= x[..., start - j + 1 : start - j + 1 + n]
