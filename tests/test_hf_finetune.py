@@ -15,7 +15,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre
 
 from toolssm.checkpoint import load_checkpoint
 from toolssm.cli import main as cli_main
-from toolssm.models import ModelConfig, build_model, model_names, resolve
+from toolssm.models import ModelConfig, build_model, gradient_model_names, resolve
 from toolssm.models.hf import load_hf, load_hf_remapped, remap_vocab, vocab_dims
 from toolssm.protocol import PAD, SPECIALS, Role
 from toolssm.tasks import get_task
@@ -186,7 +186,7 @@ def test_the_surgery_keeps_the_pretrained_function_on_shared_pieces(variant, tok
     assert (bad[..., ours_cols] - ref[..., their_cols]).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("arch", model_names())
+@pytest.mark.parametrize("arch", gradient_model_names())
 def test_the_surgery_works_for_every_architecture(arch):
     """Any SequenceModel, tied or untied, with or without a head bias: the vocabulary tensors are found by shape
     (vocab_dims), and re-indexed rows compute the same logits for the shared tokens."""

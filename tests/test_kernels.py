@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from toolssm.models import ModelConfig, build_model, kernels, model_names, resolve
+from toolssm.models import ModelConfig, build_model, gradient_model_names, kernels, resolve
 from toolssm.models.gated_deltanet import chunk_gated_delta_rule, chunk_gated_delta_rule_auto
 from toolssm.models.mamba import selective_scan, selective_scan_auto
 from toolssm.models.mamba2 import ssd_chunked_auto
@@ -84,7 +84,7 @@ def exploding_packages(monkeypatch):
 # CPU: the packages are never picked, never imported, and their presence changes nothing
 
 
-@pytest.mark.parametrize("arch", model_names())
+@pytest.mark.parametrize("arch", gradient_model_names())
 def test_present_packages_change_nothing_on_cpu(arch, monkeypatch):
     x = torch.randint(0, 23, (2, 19))
     ref = run(tiny(arch), x)
@@ -113,10 +113,10 @@ def test_importing_and_running_the_models_never_imports_the_packages(tmp_path):
     code = f"""
 import sys, torch
 import toolssm, toolssm.models
-from toolssm.models import ModelConfig, build_model, mamba, model_names, resolve
+from toolssm.models import ModelConfig, build_model, gradient_model_names, mamba, resolve
 torch.set_num_threads(1)
 mamba.SCAN = "torch"  # skip loading the numba kernel: the in-process test above runs the default path
-for arch in model_names():
+for arch in gradient_model_names():
     model = build_model(arch, 23, {{**resolve(ModelConfig(arch=arch)), "d_model": 16, "n_layers": 2}})
     logits, state = model(torch.randint(0, 23, (2, 9)))
     logits.sum().backward()
@@ -387,7 +387,7 @@ def needs(op):
 
 
 @gpu
-@pytest.mark.parametrize("arch", model_names())
+@pytest.mark.parametrize("arch", gradient_model_names())
 def test_torch_path_on_gpu_matches_cpu(arch, no_tf32):
     """No package needed: the PyTorch path runs on CUDA tensors and agrees with the CPU."""
     x = torch.randint(0, 23, (2, 19))

@@ -201,6 +201,63 @@ def run_solve(cfg: SolveConfig) -> int:
     return 0
 
 
+@dataclass
+class AnalyzeConfig:
+    """Predict length generalization before training: the expert's policy window k, and whether the k-token
+    contexts at each test size were seen in training (the k-gram learner's row, without training it)."""
+
+    task: str = "addition"
+    """task name"""
+    train_size: int = 5
+    """largest problem size in the training sample"""
+    sizes: tuple[str, ...] = ("5", "10", "100", "1000")
+    """test sizes, as eval's --lengths"""
+    steps: int = 100
+    """the training sample is the problems `train --steps S --batch-size B --seed SEED` draws"""
+    batch_size: int = 32
+    """train's --batch-size: the training sample is drawn as training draws it"""
+    seed: int = 0
+    """train's --seed"""
+    n_problems: int = 20
+    """test problems per size: those `eval --n-problems N --seed EVAL_SEED` draws"""
+    eval_seed: int = 1234
+    """seed of the test problems (eval's --seed): the same problems as `toolssm eval`"""
+    k: int = 0
+    """the table's context length, as a k-gram learner's --model.window (0: the policy window)"""
+    max_k: int = 64
+    """the longest window the policy-window search tries"""
+    exchangeable: str = ""
+    """a regex for tokens the expert only copies (e.g. '\\(\\d+\\)', Hanoi's disks): read as one class, written as
+    copies, so contexts count structure, not values (docs/analysis.md)"""
+    progress: bool = True
+    """show progress bars"""
+
+
+def run_analyze(cfg: AnalyzeConfig) -> int:
+    from toolssm.analysis import analyze, format_analysis
+    from toolssm.evaluate import LengthResult
+    from toolssm.plots import paper_cell
+
+    task = get_task(cfg.task)
+    task.spec_size(str(cfg.train_size))
+    for name in ("steps", "batch_size", "n_problems", "max_k"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"bad --{name.replace('_', '-')} {getattr(cfg, name)}: must be positive")
+    if not cfg.sizes:
+        raise ValueError("no sizes to test: give --sizes SIZE [SIZE ...]")
+    if not 0 <= cfg.k <= cfg.max_k:
+        raise ValueError(f"bad --k {cfg.k}: 0 (the policy window) or up to --max-k {cfg.max_k}")
+    a = analyze(
+        task, cfg.train_size, cfg.sizes, steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed,
+        n_problems=cfg.n_problems, eval_seed=cfg.eval_seed, k=cfg.k, max_k=cfg.max_k, exchangeable=cfg.exchangeable,
+        progress=cfg.progress,
+    )  # fmt: skip
+    rows = [LengthResult(r.spec, r.size, r.n, r.exact, r.exact, None, 0, r.tokens_per_problem, r.seconds)
+            for r in a.sizes]  # fmt: skip
+    print(format_analysis(a, paper_cell(cfg.train_size, rows)))
+    return 0
+
+
 def run_train(cfg: TrainConfig) -> int:
     ckpt = train(cfg)
     print(f"checkpoint: {ckpt}")
@@ -416,6 +473,7 @@ COMMANDS = {
     "theory": (TheoryConfig, run_theory),
     "export": (ExportConfig, run_export),
     "data": (DataConfig, run_data),
+    "analyze": (AnalyzeConfig, run_analyze),
 }
 
 

@@ -588,14 +588,19 @@ def _fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
     else:
         model = build_model(arch, len(vocab), model_kwargs).to(device)
     set_grad_checkpoint(model, cfg.grad_checkpoint)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    counting = getattr(model, "trains_by_counting", False)  # a table learner (models/kgram.py): no gradients
+    if counting and world > 1:
+        raise ValueError(f"{arch} trains by counting, in one process: run it without torchrun")
+    opt = None if counting else torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95),
+                                                  weight_decay=cfg.weight_decay)  # fmt: skip
     start = 0
     if resuming:
         loaded = load_checkpoint(out, device)
         _check_resumable(out, loaded, cfg, arch, model_kwargs, vocab)
         model.load_state_dict(loaded.model.state_dict())
-        state = load_train_state(find_checkpoint(out))
-        opt.load_state_dict(state["optimizer"])
+        state = {"step": loaded.step} if counting else load_train_state(find_checkpoint(out))
+        if opt is not None:
+            opt.load_state_dict(state["optimizer"])
         start = state["step"]
         if rank == 0:
             done = " (finished: nothing to train)" if start >= cfg.steps else ""
@@ -629,13 +634,16 @@ def _fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
     with _Stop(cfg.time_limit, t0) as stop:
         for step in range(start, cfg.steps):
             lr = lr_at(step, cfg)
-            for g in opt.param_groups:
+            for g in opt.param_groups if opt is not None else ():
                 g["lr"] = lr
             tokens, mask = make_batch(task, vocab, cfg, step, dataset, rank, world)
             tokens, mask = tokens.to(device), mask.to(device)
-            opt.zero_grad(set_to_none=True)
+            if opt is not None:
+                opt.zero_grad(set_to_none=True)
             n_step_tok = int(mask[:, 1:].sum())
-            if world == 1:
+            if counting:  # count the batch into the table; the loss is the table's on it before counting
+                loss = torch.tensor(model.fit_counts(tokens, mask))
+            elif world == 1:
                 loss = masked_loss(model, tokens, mask)
                 loss.backward()
             else:  # normalize by the global token count; DDP's gradient average over ranks is undone by * world
@@ -646,8 +654,10 @@ def _fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
                 (loss_sum * (world / totals[0].item())).backward()
                 loss = totals[1] / totals[0]  # the global-batch mean, for the log
                 n_step_tok = int(totals[0].item())
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip else None
-            opt.step()
+            gnorm = None
+            if opt is not None:
+                gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip else None
+                opt.step()
             n_tok += n_step_tok  # trained tokens of the global batch
             bar.update(1)
             if lead and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):

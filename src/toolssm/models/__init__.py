@@ -1,11 +1,12 @@
 """Models: one file per architecture, one interface (`SequenceModel`)."""
 
-from toolssm.models import gated_deltanet, hybrid, mamba, mamba2, mistral, pythia, rnn  # noqa: F401  (registers them)
+from toolssm.models import gated_deltanet, hybrid, kgram, mamba, mamba2, mistral, pythia, rnn  # noqa: F401  (registers them)
 from toolssm.models.base import (
     ModelConfig,
     SequenceModel,
     State,
     build_model,
+    gradient_model_names,
     has_fixed_state,
     model_names,
     n_params,
@@ -22,6 +23,7 @@ __all__ = [
     "SequenceModel",
     "State",
     "build_model",
+    "gradient_model_names",
     "has_fixed_state",
     "model_names",
     "n_params",

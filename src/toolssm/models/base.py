@@ -30,6 +30,8 @@ class SequenceModel(nn.Module):
     """whether forward runs a stack of layers through `call_layer`, so that activation checkpointing applies"""
     grad_checkpoint = False
     """recompute each layer's activations in the backward instead of keeping them (`set_grad_checkpoint`)"""
+    trains_by_counting = False
+    """True for a table learner (kgram): training counts batches (``fit_counts``), with no gradient"""
 
     def call_layer(self, layer: nn.Module, *args: Any) -> Any:
         """layer(*args). With grad_checkpoint on and a gradient wanted, only the layer's inputs are kept and its
@@ -124,6 +126,11 @@ def register(name: str, presets: dict[str, dict[str, Any]]):
 
 def model_names() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def gradient_model_names() -> list[str]:
+    """The models trained by gradient descent: every one but the table learners (``trains_by_counting``)."""
+    return [n for n in model_names() if not getattr(_REGISTRY[n].cls, "trains_by_counting", False)]
 
 
 def resolve(cfg: ModelConfig) -> dict[str, Any]:

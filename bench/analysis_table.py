@@ -1,0 +1,115 @@
+"""Prediction against measurement, every task in one command (docs/analysis.md).
+
+For each task: the analysis (`toolssm analyze`: the policy window k, the k-gram learner's predicted row, the
+strict k-coverage), then the k-gram learner itself (`--model kgram --model.window k`, counted on the same
+training problems) evaluated on the same test problems, beside the LSTM and Mamba rows recorded in docs/
+(not retrained here). Wall times are per task, on whatever else the machine is running.
+
+    PYTHONPATH=src nice python bench/analysis_table.py                 # every task
+    PYTHONPATH=src nice python bench/analysis_table.py addition tm-add # some
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+
+import torch
+
+from toolssm.analysis import analyze
+from toolssm.evaluate import LengthResult, evaluate
+from toolssm.plots import paper_cell
+from toolssm.models import ModelConfig
+from toolssm.tasks import get_task
+from toolssm.train import TrainConfig, fit
+
+DISKS = r"\(\d+\)"
+#: the k-gram learner is counted only up to this window: past it, its table holds a context per position
+MAX_COUNTED_K = 32  # Hanoi's 100 disk tokens, read as one class by the analysis (docs/analysis.md)
+
+#: task: (train size, test sizes, counted steps of 32 problems, exchangeable-token regex for the analysis)
+SETTINGS = {
+    "addition": (5, ["10", "100", "1000"], 100, ""),
+    "subtraction": (5, ["10", "100", "1000"], 100, ""),
+    "multiplication-x1": (10, ["20", "100", "1000"], 100, ""),
+    "multiplication-x2": (10, ["20", "100", "300"], 100, ""),
+    "addition-direct": (5, ["6", "7", "10"], 100, ""),
+    "addition-reversed": (5, ["6", "7", "10"], 100, ""),
+    "addition-notool": (5, ["6", "7", "10"], 100, ""),
+    "addition-calculator": (5, ["6", "7", "10"], 100, ""),
+    "hanoi": (5, ["6", "7", "8"], 16, DISKS),
+    "hanoi-fixed": (5, ["6", "7", "8"], 16, DISKS),
+    "hanoi-paper": (5, ["6", "7", "8"], 16, DISKS),
+    "hanoi-recursive": (7, ["8", "9", "10"], 8, DISKS),
+    "logic-graph": (10, ["20", "100", "1000"], 30, r"v\d+"),  # node labels v0..v999, read as one class
+    "tm-increment": (5, ["10", "100", "1000"], 30, ""),
+    "tm-add": (5, ["10", "100", "1000"], 30, ""),
+    "tm-palindrome": (5, ["10", "30", "100"], 30, ""),
+    "tm-unary": (5, ["10", "100", "1000"], 30, ""),
+}
+
+#: measured rows recorded in docs/ (cpu presets unless noted); "–": not recorded
+RECORDED = {
+    "addition": ("`5→1K (100%)`", "`5→1K (100%)`", "README, Figure 2"),
+    "subtraction": ("–", "–", ""),
+    "multiplication-x1": ("–", "`10→1K (100%)`", "README"),
+    "multiplication-x2": ("`10→1K (100%)`", "`10→1K (100%)`", "docs/tasks/multiplication.md"),
+    "addition-direct": ("–", "`5→5 (100%)`", "docs/tasks/addition-ablations.md"),
+    "addition-reversed": ("–", "`5→5 (100%)`", "docs/tasks/addition-ablations.md"),
+    "addition-notool": ("–", "`5→5 (55%)`", "docs/tasks/addition-ablations.md"),
+    "addition-calculator": ("–", "`5→6 (45%)`", "docs/tasks/addition-ablations.md"),
+    "hanoi": ("`5→9 (100%)`, 7 of 9 seeds", "–", "docs/tasks/hanoi.md"),
+    "hanoi-fixed": ("`5→8 (15%)`", "–", "docs/tasks/hanoi.md"),
+    "hanoi-paper": ("–", "–", ""),
+    "hanoi-recursive": ("`7→12 (100%)`, 4 of 4 seeds", "–", "docs/tasks/hanoi.md"),
+    "logic-graph": ("not learned (0% at 10)", "`10→1K (100%)`", "docs/tasks/logic_graph.md"),
+    "codefix": ("–", "`16→64 (100%)`", "README"),
+    "codefix-single": ("–", "40% at 4 functions, 0% from 8", "README"),
+}
+
+
+def row(task_name: str, n_problems: int = 10) -> tuple[str, dict]:
+    train_size, sizes, steps, same = SETTINGS[task_name]
+    task = get_task(task_name)
+    t0 = time.perf_counter()
+    a = analyze(task, train_size, sizes, steps=steps, n_problems=n_problems, exchangeable=same, by_train_size=False)
+    t_analysis = time.perf_counter() - t0
+    pred = [LengthResult(r.spec, r.size, r.n, r.exact, r.exact, None, 0, r.tokens_per_problem, r.seconds) for r in a.sizes]
+    strict = " ".join(f"{r.k_covered:.0%}" if r.k_checked else "–" for r in a.sizes)
+    lstm, mamba, _ = RECORDED.get(task_name, ("–", "–", ""))
+    note = f" ({'disks' if same == DISKS else 'labels'} exchangeable)" if same else ""
+    head = f"| `{task_name}` | {a.policy_window or '>' + str(a.k)} | `{paper_cell(train_size, pred)}`{note} | {strict} | "
+    tail = f" | {lstm} | {mamba} | {t_analysis:.0f} s |"
+    if a.policy_window is None or a.k > MAX_COUNTED_K:  # a table of up to k contexts per position: not run
+        return head + f"not run (k > {MAX_COUNTED_K})" + tail + " – |", {"task": task_name, "k": a.k}
+    t1 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = TrainConfig(task=task_name, train_size=train_size, model=ModelConfig(arch="kgram", window=a.k),
+                          steps=steps, batch_size=32, out=tmp, progress=False)  # fmt: skip
+        _, model = fit(cfg)
+    t_count = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    measured = evaluate(model, task, task.vocab(), sizes, n_problems=n_problems, with_token_acc=False, progress=False)
+    t_eval = time.perf_counter() - t2
+    line = head + f"`{paper_cell(train_size, measured)}`" + tail + f" {t_count:.0f} + {t_eval:.0f} s |"
+    return line, {"task": task_name, "k": a.k, "first_unseen": [str(r.first_unseen and r.first_unseen.describe()) for r in a.sizes]}
+
+
+def main(names: list[str]) -> None:
+    torch.set_num_threads(1)
+    print("| task | k | predicted (k-gram) | k-covered at the 3 sizes | k-gram measured | LSTM (docs) | Mamba (docs) "
+          "| analysis | k-gram count + eval |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in names or list(SETTINGS):
+        try:
+            line, info = row(name)
+        except Exception as e:  # noqa: BLE001 - one task's failure is a row, not the end of the table
+            line, info = f"| `{name}` | failed: {type(e).__name__}: {str(e)[:80]} |", {}
+        print(line, flush=True)
+        if info:
+            print(f"<!-- {info} -->", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
