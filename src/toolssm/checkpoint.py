@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from toolssm.models import SequenceModel, build_model
 from toolssm.protocol import Vocab
+from toolssm.tasks import Task, get_task
 
 FORMAT_VERSION = 1
 
@@ -149,6 +150,22 @@ def check_task_format(loaded: Loaded, task) -> None:
             f"checkpoint {loaded.path} was trained with task format {saved}, but task {task.name} now uses "
             f"{task_format(task)}: retrain it"
         )
+
+
+def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[Loaded, Task]:
+    """A trained model and the task it was trained on, ready to decode: the checkpoint (`load_checkpoint`), its
+    task (plugins included) with the assets saved beside the weights (a BPE ``tokenizer.json``: `Task.load_assets`),
+    and the check that the task still lays trajectories out as the checkpoint learned them (`check_task_format`).
+    What ``eval``, ``solve``, sweeps and ``theory`` load."""
+    loaded = load_checkpoint(path, device)
+    task = get_task(loaded.task)
+    task.load_assets(loaded.path)
+    check_task_format(loaded, task)
+    missing = [t for t in task.vocab().tokens if t not in loaded.vocab]
+    if missing:  # the task would write tokens the model has no id for
+        raise CheckpointError(f"checkpoint {loaded.path} lacks {len(missing)} of task {task.name}'s tokens (e.g. "
+                              f"{missing[0]!r}): it was trained on another vocabulary; retrain it")  # fmt: skip
+    return loaded, task
 
 
 def load_train_state(ckpt: Path) -> dict[str, Any]:

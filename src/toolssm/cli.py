@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 import tyro
 
-from toolssm.checkpoint import CheckpointError, check_task_format, load_checkpoint
+from toolssm.checkpoint import CheckpointError, load_trained
+from toolssm.collect import CollectConfig, run_collect
 from toolssm.evaluate import evaluate, format_comparison, format_table, plot_curves, save_results
 from toolssm.report import ReportConfig, run_report
 from toolssm.reproduce import ReproduceConfig, run_reproduce
@@ -117,9 +118,7 @@ def run_eval(cfg: EvalConfig) -> int:
         check_out(cfg.out)
     _setup(cfg.threads)
     device = resolve_device(cfg.device)
-    loaded = load_checkpoint(cfg.checkpoint, device)
-    task = get_task(loaded.task)
-    check_task_format(loaded, task)
+    loaded, task = load_trained(cfg.checkpoint, device)
     for s in cfg.lengths:
         task.spec_size(s)
     train_size = int(loaded.config.get("train", {}).get("train_size", 0)) or task.spec_size(cfg.lengths[0])
@@ -149,20 +148,18 @@ def _report(results, out: Path, *, train_size: int, label: str, task: str, check
 def run_solve(cfg: SolveConfig) -> int:
     _setup(1)  # decoding one token at a time: more threads only add overhead
     device = resolve_device(cfg.device)
-    loaded = load_checkpoint(cfg.checkpoint, device)
-    task = get_task(loaded.task)
-    check_task_format(loaded, task)
+    loaded, task = load_trained(cfg.checkpoint, device)
     problem = task.parse(cfg.problem)
     from toolssm.rollout import rollout
 
     budget = cfg.max_tokens if cfg.max_tokens is not None else task.token_budget(problem)
     if budget < 1:
         raise ValueError(f"bad max_tokens={budget}: must be positive")
-    ep = task.episode(problem, record=cfg.trace, max_tokens=budget)
     t0 = time.perf_counter()
-    (res,) = rollout(loaded.model, loaded.vocab, [ep], device=device)
-    dt = time.perf_counter() - t0
-    verdict = task.verify(problem, res.output)
+    with task.episode(problem, record=cfg.trace, max_tokens=budget) as ep:
+        (res,) = rollout(loaded.model, loaded.vocab, [ep], device=device)
+        dt = time.perf_counter() - t0
+        verdict = task.verify(problem, ep)
     if cfg.trace and res.trajectory is not None:
         print(res.trajectory.render())
         print()
@@ -203,7 +200,7 @@ def run_demo(cfg: DemoConfig) -> int:
     t_train = time.perf_counter() - t0
     print(f"trained in {t_train:.0f}s; checkpoint: {ckpt}")
     _setup(cfg.eval_threads)
-    loaded = load_checkpoint(ckpt, resolve_device(cfg.device))
+    loaded, task = load_trained(ckpt, resolve_device(cfg.device))
     results = evaluate(
         loaded.model, task, loaded.vocab, cfg.lengths, n_problems=cfg.n_problems, seed=1234,
         batch_size=cfg.eval_batch_size, device=resolve_device(cfg.device), progress=cfg.progress,
@@ -315,6 +312,7 @@ COMMANDS = {
     "train": (TrainConfig, run_train),
     "eval": (EvalConfig, run_eval),
     "solve": (SolveConfig, run_solve),
+    "collect": (CollectConfig, run_collect),
     "reproduce": (ReproduceConfig, run_reproduce),
     "report": (ReportConfig, run_report),
     "theory": (TheoryConfig, run_theory),
@@ -337,12 +335,13 @@ def _one_line(captured: str) -> str:
 def parse(argv: list[str]):
     if not argv or argv[0] not in COMMANDS:
         if argv and argv[0] in ("-h", "--help"):
-            print("usage: toolssm {demo,compare,train,eval,solve,reproduce,report,theory} [--help] [FLAGS]\n\n"
+            print("usage: toolssm {demo,compare,train,eval,solve,collect,reproduce,report,theory} [--help] [FLAGS]\n\n"
                   "  demo     train on short problems, then test on long ones (the paper's headline)\n"
                   "  compare  the demo for several architectures, one table and plot (Figure 2)\n"
                   "  train    train a model on a task's expert trajectories\n"
                   "  eval     evaluate a checkpoint over a grid of problem sizes\n"
                   "  solve    solve one problem with a trained model and its tool\n"
+                  "  collect  run a task's expert into stored trajectories for train --data (code fixing)\n"
                   "  reproduce  one table or figure of the paper: a resumable sweep, then its report\n"
                   "  report     rebuild paper-style tables and plots from a sweep's records\n"
                   "  theory     the paper's theorems, run: Turing-machine table learner, the state-count bound")  # fmt: skip

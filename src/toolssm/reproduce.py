@@ -179,9 +179,13 @@ _add(Experiment(
     {"cpu": ("20", "100", "1000"), "paper": ("20", "50", "100", "200", "500", "1000")},
     cpu_seeds=(0,), paper_seeds=(0, 1, 2), paper_grid={},
 ))  # fmt: skip
+#: code fixing trains from stored trajectories: collected once (`Task.make_data`, `toolssm collect`) if missing
+CODEFIX_DATA = "runs/codefix/data/interactive.jsonl"
+DATA_COUNT = 300
+
 _add(Experiment(
     "fig1-codefix", "Figure 1: code fixing (interactive agent), Mamba vs Pythia, trained on ≤ 16 functions",
-    _models("codefix", 16, ("mamba", "pythia")),
+    _models("codefix", 16, ("mamba", "pythia"), data=CODEFIX_DATA),
     {"cpu": ("4", "8", "16", "24", "30"), "paper": ("4", "8", "12", "16", "20", "24", "30")},
     requires="toolssm.tasks.codefix",
 ))  # fmt: skip
@@ -333,6 +337,10 @@ def run_reproduce(cfg: ReproduceConfig) -> int:
             print(f"  {'done' if record_path(out, r).is_file() else 'todo'}  {r.run_id}")
         return 0
     t0 = time.perf_counter()
+    for task, data, size in sorted({(r.train["task"], r.train["data"], r.train["train_size"]) for r in runs
+                                    if r.train.get("data") and not Path(r.train["data"]).exists()}):  # fmt: skip
+        print(f"collecting {DATA_COUNT} {task} trajectories of size <= {size} into {data} (toolssm collect)")
+        get_task(task).make_data(data, count=DATA_COUNT, max_size=size)
     sweep(runs, out, jobs=cfg.jobs, log=lambda s: print(s, flush=True))
     text, files = report(out)
     print()

@@ -251,9 +251,8 @@ def aggregate(root: str | Path) -> Path:
 
 def execute(run: Run, root: str | Path, commit: str = "", jobs: int = 1) -> dict[str, Any]:
     """Train (resuming from the run's checkpoint if there is one), evaluate, write the record; return it."""
-    from toolssm.checkpoint import load_checkpoint
+    from toolssm.checkpoint import load_trained
     from toolssm.evaluate import evaluate
-    from toolssm.tasks import get_task
 
     root = Path(root)
     path = record_path(root, run)
@@ -264,8 +263,7 @@ def execute(run: Run, root: str | Path, commit: str = "", jobs: int = 1) -> dict
     ckpt = train(cfg)
     t_train = time.perf_counter() - t0
     device = resolve_device(cfg.device)
-    loaded = load_checkpoint(ckpt, device)
-    task = get_task(cfg.task)
+    loaded, task = load_trained(ckpt, device)
     results = evaluate(
         loaded.model, task, loaded.vocab, run.lengths, n_problems=run.n_problems, seed=run.eval_seed,
         batch_size=run.eval_batch_size, device=device, progress=False, stop_below=run.stop_below,
