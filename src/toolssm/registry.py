@@ -19,7 +19,7 @@ This module is the bottom layer: it imports nothing of toolssm.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import EntryPoint, entry_points
 from typing import Generic, TypeVar
@@ -119,15 +119,3 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         self.load_plugins()
         return sorted(self._items)
-
-    def place(self, name: str) -> str:
-        """Where ``name`` was registered (``module.Name``, and the entry point for a plugin)."""
-        self.get(name)
-        return self._where[name]
-
-    def decorator(self, name_of: Callable[[T], str]) -> Callable[[T], T]:
-        def register(obj: T) -> T:
-            self.add(name_of(obj), obj)
-            return obj
-
-        return register
