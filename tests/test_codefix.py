@@ -294,6 +294,27 @@ def test_train_from_records_saves_the_tokenizer_and_evaluates_through_the_sandbo
         )
 
 
+def test_eval_and_solve_decode_a_codefix_checkpoint_with_its_own_tokenizer(records, bpe, tmp_path, capsys):
+    """toolssm eval and solve load the task's tokenizer from the checkpoint and grade the workspace (they used to
+    stop at 'needs a BPE tokenizer', and Codefix.verify raised)."""
+    from toolssm.cli import main
+
+    data = tmp_path / "data"
+    write_jsonl(data / "interactive.jsonl", records["interactive"])
+    bpe.save(data)
+    run = tmp_path / "run"
+    assert main(["train", "--task", "codefix", "--data", str(data / "interactive.jsonl"), "--model", "lstm",
+                 "--model.d-model", "16", "--model.n-layers", "1", "--steps", "2", "--batch-size", "2", "--warmup", "1",
+                 "--max-len", "300", "--train-size", "6", "--out", str(run), "--no-progress"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(run), "--lengths", "4", "--n-problems", "1", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "evaluating lstm on codefix (trained to size 6" in out and "answer EM" in out
+    assert main(["solve", "--checkpoint", str(run), "4:2", "--max-tokens", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "answer: not fixed: " in out and "WRONG, expected v10 threaded" in out  # an untrained model
+
+
 @needs_bwrap
 def test_codefix_is_graded_on_the_workspace_of_the_finished_episode(bpe):
     task = get_task("codefix")
