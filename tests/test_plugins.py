@@ -93,23 +93,25 @@ class Copy(Task):
 '''
 
 MODELS = '''
-import torch
 from torch import nn
 
 from toolssm.models.base import SequenceModel, register
 
 
-@register("plugin-bigram", presets={"cpu": {"d_model": 16}, "paper": {"d_model": 64}})
-class Bigram(SequenceModel):
-    """The next token from the current one alone; its state is empty (a GSSM of the smallest kind)."""
+@register("plugin-gru", presets={"cpu": {"d_model": 16, "n_layers": 1}, "paper": {"d_model": 256, "n_layers": 2}})
+class TinyGRU(SequenceModel):
+    """A GRU: a fixed-size state (B, n_layers, D), batch first as the rollout wants it."""
 
-    def __init__(self, vocab_size: int, d_model: int):
+    def __init__(self, vocab_size: int, d_model: int, n_layers: int):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, d_model)
+        self.gru = nn.GRU(d_model, d_model, num_layers=n_layers, batch_first=True)
         self.head = nn.Linear(d_model, vocab_size)
 
-    def forward(self, tokens, state=None):
-        return self.head(torch.tanh(self.embed(tokens))), (torch.zeros(tokens.shape[0], 0, device=tokens.device),)
+    def forward(self, tokens, state=None):  # (B, T) -> logits (B, T, V), state
+        h0 = None if state is None else state[0].transpose(0, 1).contiguous()  # (B, L, D) -> (L, B, D)
+        out, h = self.gru(self.embed(tokens), h0)  # out: (B, T, D)
+        return self.head(out), (h.transpose(0, 1),)
 '''
 
 
@@ -135,7 +137,7 @@ plugin-copy = toolssm_copy.tasks
 plugin-reader = toolssm_copy.tools
 
 [toolssm.models]
-plugin-bigram = toolssm_copy.models
+plugin-gru = toolssm_copy.models
 """
 
 
@@ -154,7 +156,7 @@ def toolssm_run(*args: str, path: list[Path], cwd: Path, module: str = "toolssm.
 
 def test_a_plugin_task_tool_and_model_train_evaluate_and_solve(plugin, tmp_path):
     run = tmp_path / "run"
-    r = toolssm_run("train", "--task", "plugin-copy", "--model", "plugin-bigram", "--train-size", "4", "--steps", "60",
+    r = toolssm_run("train", "--task", "plugin-copy", "--model", "plugin-gru", "--train-size", "4", "--steps", "60",
                     "--batch-size", "16", "--lr", "0.05", "--warmup", "5", "--out", str(run), "--no-progress",
                     "--threads", "1", path=[plugin], cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
@@ -162,7 +164,7 @@ def test_a_plugin_task_tool_and_model_train_evaluate_and_solve(plugin, tmp_path)
     r = toolssm_run("eval", "--checkpoint", str(run), "--lengths", "4", "16", "--n-problems", "4", "--no-progress",
                     path=[plugin], cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "evaluating plugin-bigram on plugin-copy" in r.stdout and (run / "eval" / "results.json").is_file()
+    assert "evaluating plugin-gru on plugin-copy" in r.stdout and (run / "eval" / "results.json").is_file()
     r = toolssm_run("solve", "--checkpoint", str(run), "abba", path=[plugin], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "verdict:" in r.stdout
@@ -189,12 +191,12 @@ def test_a_duplicate_name_is_a_one_line_error_naming_both_places(plugin, tmp_pat
     assert lines[0].startswith("toolssm: error: task 'addition' is registered twice: by toolssm.tasks.addition.Addition")
     assert "toolssm_dupe.tasks.Copy" in lines[0] and "package toolssm-dupe" in lines[0]
     assert not (tmp_path / "x").exists()
-    dupe_model = make_package(tmp_path / "dm", "toolssm_dm", {"models": MODELS.replace('"plugin-bigram"', '"lstm"')},
+    dupe_model = make_package(tmp_path / "dm", "toolssm_dm", {"models": MODELS.replace('"plugin-gru"', '"lstm"')},
                               "[toolssm.models]\nlstm = toolssm_dm.models\n")  # fmt: skip
     r = toolssm_run("train", "--model", "lstm", "--out", str(tmp_path / "y"), path=[dupe_model], cwd=tmp_path)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1, r.stderr[-2000:]
-    assert "model 'lstm' is registered twice: by toolssm.models.rnn." in lines[0] and "toolssm_dm.models.Bigram" in lines[0]
+    assert "model 'lstm' is registered twice: by toolssm.models.rnn." in lines[0] and "toolssm_dm.models.TinyGRU" in lines[0]
 
 
 def test_a_broken_plugin_is_a_one_line_warning_and_the_others_still_work(plugin, tmp_path):
