@@ -94,7 +94,7 @@ def forced_solve(model, vocab, task, problem) -> dict:
             queue.extend(st.observation)
         n += 1
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    assert task.verify(problem, ep.output).correct and n == len(ref), "the forced solve left the expert's path"
+    assert task.verify(problem, ep).correct and n == len(ref), "the forced solve left the expert's path"
     return {"tokens": n, "seconds": cpu, "wall_s": wall, "state_mb": state_bytes(state) / 2**20,
             "rss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024}  # fmt: skip
 

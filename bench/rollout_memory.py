@@ -42,7 +42,7 @@ def child(args) -> None:
     steps = max(r.n_tokens for r in results)  # the batch decodes in lock-step
     print(json.dumps({
         "digits": digits,
-        "correct": sum(task.verify(p, r.output).correct for p, r in zip(problems, results)),
+        "correct": sum(task.verify(p, ep).correct for p, ep in zip(problems, episodes)),
         "steps": steps,
         "us_per_step": 1e6 * dt / steps,
         "rss_before_mb": rss_before / 1024,

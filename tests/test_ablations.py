@@ -4,28 +4,12 @@ import pytest
 
 from toolssm.locality import window_conflict
 from toolssm.protocol import ANS, EOS, Regime, Role
-from toolssm.tasks import get_task
+from toolssm.tasks import answered, get_task
 from toolssm.tools import CALC, ERR, Calculator
 from toolssm.tools.calculator import calculate
 
 addition = get_task("addition")
 ABLATIONS = ["addition-direct", "addition-reversed", "addition-notool", "addition-calculator"]
-
-
-@pytest.mark.parametrize("name", ABLATIONS)
-@pytest.mark.parametrize("spec", ["1", "7+60", "10000", "10000+3"])
-def test_expert_replay_reproduces_the_trajectory_and_the_answer(name, spec):
-    task = get_task(name)
-    problem = task.sample_eval(random.Random(spec), spec)
-    traj = task.demonstrate(problem)
-    ep = task.replay(problem, traj)
-    assert ep.terminated
-    assert (ep.trajectory.tokens, ep.trajectory.roles) == (traj.tokens, traj.roles)
-    verdict = task.verify(problem, traj.output())
-    assert verdict.correct, (verdict.expected[:20], verdict.got[:20])
-    if len(problem.a) < 4000:  # Python ints print up to 4,300 digits
-        total = str(int(problem.a) + int(problem.b))
-        assert verdict.expected == (total[::-1] if name == "addition-reversed" else total)
 
 
 @pytest.mark.parametrize(
@@ -76,25 +60,25 @@ def test_calculator_trajectory():
 def test_verifiers_reject_wrong_answers():
     p = addition.parse("57+68")
     direct, rev = get_task("addition-direct"), get_task("addition-reversed")
-    assert direct.verify(p, list("125")).correct and not direct.verify(p, list("521")).correct
-    assert rev.verify(p, list("521")).correct and not rev.verify(p, list("125")).correct
+    assert direct.verify(p, answered(list("125"))).correct and not direct.verify(p, answered(list("521"))).correct
+    assert rev.verify(p, answered(list("521"))).correct and not rev.verify(p, answered(list("125"))).correct
     for bad in ["", "52", "5210", "0521", "522"]:
-        assert not rev.verify(p, list(bad)).correct
+        assert not rev.verify(p, answered(list(bad))).correct
     calc = get_task("addition-calculator")
-    assert not calc.verify(p, list("124")).correct and not calc.verify(p, [ERR]).correct
+    assert not calc.verify(p, answered(list("124"))).correct and not calc.verify(p, answered([ERR])).correct
 
 
 def test_notool_verifier_grades_only_what_addition_would_output():
     notool = get_task("addition-notool")
     p = addition.parse("57+68")
     out = notool.demonstrate(p).output()
-    assert notool.verify(p, out).correct
+    assert notool.verify(p, answered(out)).correct
     # a hallucinated read result is not graded ([p3.read] 7 where memory holds 1), a wrong output digit is
     i = next(i for i in range(1, len(out) - 1) if out[i - 1 : i + 2] == ["[p3.read]", "1", "1"])
-    assert notool.verify(p, out[:i] + ["7"] + out[i + 1 :]).correct
-    assert not notool.verify(p, out[: i + 1] + ["7"] + out[i + 2 :]).correct
-    assert not notool.verify(p, [t for t in out if t != "5"]).correct
-    assert notool.verify(p, list("125")).correct  # a stream with no read-back at all is graded the same way
+    assert notool.verify(p, answered(out[:i] + ["7"] + out[i + 1 :])).correct
+    assert not notool.verify(p, answered(out[: i + 1] + ["7"] + out[i + 2 :])).correct
+    assert not notool.verify(p, answered([t for t in out if t != "5"])).correct
+    assert notool.verify(p, answered(list("125"))).correct  # a stream with no read-back at all is graded the same way
 
 
 def test_calculator_tool():

@@ -3,27 +3,10 @@ import random
 import pytest
 
 from toolssm.protocol import Role
-from toolssm.tasks import get_task
+from toolssm.tasks import answered, get_task
 from toolssm.tasks.addition import add_decimal
 
 task = get_task("addition")
-
-
-@pytest.mark.parametrize("seed", range(6))
-def test_expert_replay_reproduces_every_observation_and_the_answer(seed):
-    rng = random.Random(seed)
-    n1 = rng.choice([1, 7, 60, 900, 4000, 10_000])
-    n2 = rng.choice([1, 5, 300, 10_000])
-    problem = task.sample_eval(rng, f"{n1}+{n2}")
-    traj = task.demonstrate(problem)
-    ep = task.replay(problem, traj)
-    assert ep.terminated
-    assert ep.trajectory.tokens == traj.tokens
-    assert ep.trajectory.roles == traj.roles
-    verdict = task.verify(problem, traj.output())
-    assert verdict.correct, (verdict.expected[:20], verdict.got[:20])
-    if max(n1, n2) < 4000:  # Python ints print up to 4,300 digits
-        assert verdict.expected == str(int(problem.a) + int(problem.b))
 
 
 @pytest.mark.parametrize(
@@ -38,9 +21,9 @@ def test_expert_on_adversarial_inputs(text, expected):
 
 def test_verifier_rejects_wrong_answers():
     p = task.parse("57+8")
-    assert task.verify(p, list("65")).correct
+    assert task.verify(p, answered("65")).correct
     for bad in ["66", "56", "065", "", "6", "651"]:
-        assert not task.verify(p, list(bad)).correct
+        assert not task.verify(p, answered(bad)).correct
 
 
 def test_add_decimal_matches_python_ints():

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from toolssm.protocol import EOS, Role
-from toolssm.tasks import get_task
+from toolssm.tasks import answered, get_task
 from toolssm.tasks.codefix.agents import SUBMIT, make_agent
 from toolssm.tasks.codefix.codebase import BUG, ROOT, TARGET, generate
 from toolssm.tasks.codefix.trajectory import (
@@ -265,9 +265,9 @@ def test_the_shell_tool_speaks_bash_blocks_and_answers_err(bpe):
 
 
 def test_train_from_records_saves_the_tokenizer_and_evaluates_through_the_sandbox(records, bpe, tmp_path):
-    from toolssm.checkpoint import load_checkpoint
+    from toolssm.checkpoint import load_trained
+    from toolssm.evaluate import evaluate
     from toolssm.models import ModelConfig
-    from toolssm.tasks.codefix.run import evaluate_codefix
     from toolssm.train import TrainConfig, train
 
     data = tmp_path / "data"
@@ -279,11 +279,9 @@ def test_train_from_records_saves_the_tokenizer_and_evaluates_through_the_sandbo
     )  # fmt: skip
     ckpt = train(cfg)
     assert (ckpt / "tokenizer.json").read_text() == bpe.to_str()
-    loaded = load_checkpoint(ckpt)
-    task = get_task(loaded.task)
-    task.load_assets(loaded.path)
-    assert task.vocab() == loaded.vocab
-    [res] = evaluate_codefix(loaded.model, task, loaded.vocab, ["4"], n_problems=1, progress=False)
+    loaded, task = load_trained(ckpt)  # the task with the checkpoint's tokenizer
+    assert task.bpe.to_str() == bpe.to_str() and task.vocab() == loaded.vocab
+    [res] = evaluate(loaded.model, task, loaded.vocab, ["4"], n_problems=1, progress=False)  # addition's evaluate
     assert res.n == 1 and 0 <= res.answer_acc <= 1 and res.tokens_per_problem > 0
     with pytest.raises(ValueError, match="takes no --data"):
         train(
@@ -296,14 +294,45 @@ def test_train_from_records_saves_the_tokenizer_and_evaluates_through_the_sandbo
         )
 
 
-def test_eval_reads_the_trained_size_from_the_stored_trajectories(tmp_path):
-    from toolssm.tasks.codefix.run import _trained_size
+def test_eval_and_solve_decode_a_codefix_checkpoint_with_its_own_tokenizer(records, bpe, tmp_path, capsys):
+    """toolssm eval and solve load the task's tokenizer from the checkpoint and grade the workspace (they used to
+    stop at 'needs a BPE tokenizer', and Codefix.verify raised)."""
+    from toolssm.cli import main
 
-    data = tmp_path / "d.jsonl"
-    data.write_text("".join(json.dumps({"info": {"codefix": {"n": n}}, "messages": []}) + "\n" for n in (4, 12, 9)))
-    assert _trained_size({"data": str(data), "train_size": 5}, 16) == 12  # train_size is unused with data
-    assert _trained_size({"data": str(tmp_path / "gone.jsonl"), "train_size": 5}, 16) == 5
-    assert _trained_size({}, 16) == 16
+    data = tmp_path / "data"
+    write_jsonl(data / "interactive.jsonl", records["interactive"])
+    bpe.save(data)
+    run = tmp_path / "run"
+    assert main(["train", "--task", "codefix", "--data", str(data / "interactive.jsonl"), "--model", "lstm",
+                 "--model.d-model", "16", "--model.n-layers", "1", "--steps", "2", "--batch-size", "2", "--warmup", "1",
+                 "--max-len", "300", "--train-size", "6", "--out", str(run), "--no-progress"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(run), "--lengths", "4", "--n-problems", "1", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "evaluating lstm on codefix (trained to size 6" in out and "answer EM" in out
+    assert main(["solve", "--checkpoint", str(run), "4:2", "--max-tokens", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "answer: not fixed: " in out and "WRONG, expected v10 threaded" in out  # an untrained model
+
+
+@needs_bwrap
+def test_codefix_is_graded_on_the_workspace_of_the_finished_episode(bpe):
+    task = get_task("codefix")
+    task.bpe = bpe
+    cb = generate(random.Random(11), 6)
+    traj = task.demonstrate(cb)
+    with task.replay(cb, traj) as ep:  # the expert's commands, run again: the workspace is fixed
+        v = task.verify(cb, ep)
+        workspace = ep.tool.sandbox.workspace
+        assert v.correct and v.fixed and v.clean and v.got.startswith("fixed"), v
+    assert not workspace.exists()  # the episode closed its sandbox
+    with task.episode(cb) as ep:  # no command at all: the bug is still there
+        ep.reset()
+        ep.step(EOS)
+        v = task.verify(cb, ep)
+    assert not v.correct and not v.fixed and v.got.startswith("not fixed") and "v10" in v.expected
+    with pytest.raises(ValueError, match="graded on the workspace"):
+        task.verify(cb, answered([]))
 
 
 def test_bad_training_data_is_named_in_one_line(records, bpe, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from toolssm.cli import main
 from toolssm.models import ModelConfig
 from toolssm.protocol import EOS, Role, Trajectory
-from toolssm.tasks import get_task
+from toolssm.tasks import answered, get_task
 from toolssm.tasks.codefix.trajectory import texts, to_trajectory
 from toolssm.tokenizer import Bpe
 from toolssm.tools.shell import BASH, END_BASH
@@ -64,7 +64,7 @@ def test_exported_trajectories_load_with_datasets_and_replay_through_the_tool(ta
         traj = Trajectory.from_record(row)
         replayed = task.replay(problem, traj).trajectory
         assert replayed.tokens == traj.tokens and replayed.roles == traj.roles
-        assert task.verify(problem, traj.output()).correct and task.size(problem) == row["size"]
+        assert task.verify(problem, answered(traj.output())).correct and task.size(problem) == row["size"]
 
 
 def test_parquet_writes_and_trains(tmp_path):

@@ -243,7 +243,8 @@ def finetune_cfg(tmp_path, folder, data, **kw):
 def test_train_init_from_starts_from_the_weights_saves_the_tokenizer_and_evaluates(
     kind, records, tokenizer_json, tmp_path
 ):
-    from toolssm.tasks.codefix.run import evaluate_codefix
+    from toolssm.checkpoint import load_trained
+    from toolssm.evaluate import evaluate
 
     _, folder = hf_folder(tmp_path / "hf", tokenizer_json, kind, KINDS[kind])
     data = data_folder(tmp_path / "data", records)
@@ -253,8 +254,7 @@ def test_train_init_from_starts_from_the_weights_saves_the_tokenizer_and_evaluat
     loaded = load_checkpoint(ckpt)
     arch = "pythia" if kind == "gpt_neox" else "mamba"
     assert loaded.arch == arch and loaded.step == 2 and loaded.config["train"]["init_from"] == str(folder)
-    task = get_task(loaded.task)
-    task.load_assets(loaded.path)
+    task = load_trained(ckpt)[1]  # with the checkpoint's tokenizer
     assert task.vocab() == loaded.vocab and loaded.vocab.tokens[4:-3] == Bpe.load(folder).pieces
     start = load_hf_remapped(folder, loaded.vocab.tokens)[0].state_dict()
     trained = loaded.model.state_dict()
@@ -265,7 +265,7 @@ def test_train_init_from_starts_from_the_weights_saves_the_tokenizer_and_evaluat
     assert losses and all(0 < x < 20 for x in losses)
     # the codefix eval path: decode through the sandbox (a short budget: the model is random) and verify
     task.token_budget = lambda problem: 24
-    [res] = evaluate_codefix(loaded.model, task, loaded.vocab, ["4"], n_problems=1, references=False, progress=False)
+    [res] = evaluate(loaded.model, task, loaded.vocab, ["4"], n_problems=1, with_token_acc=False, progress=False)
     assert res.n == 1 and 0 <= res.answer_acc <= 1 and res.tokens_per_problem > 0
 
 

@@ -7,7 +7,7 @@ import torch
 from toolssm.models import SequenceModel
 from toolssm.protocol import EOS
 from toolssm.rollout import rollout
-from toolssm.tasks import get_task
+from toolssm.tasks import answered, get_task
 
 task = get_task("addition")
 vocab = task.vocab()
@@ -53,7 +53,7 @@ def test_replaying_the_expert_reproduces_trajectories_of_mixed_lengths():
         assert res.trajectory_match is True
         assert res.trajectory.tokens == ref.tokens and res.trajectory.roles == ref.roles
         assert res.n_tokens == len(ref)
-        assert task.verify(p, res.output).correct
+        assert task.verify(p, answered(res.output)).correct
 
 
 def test_a_wrong_reference_is_reported_as_a_trajectory_mismatch():
@@ -62,7 +62,7 @@ def test_a_wrong_reference_is_reported_as_a_trajectory_mismatch():
     other = vocab.ids(task.demonstrate(task.parse("12+35")).tokens)
     (res,) = rollout(ReplayModel([ref]), vocab, [task.episode(p, max_tokens=10_000)], references=[other])
     assert res.trajectory_match is False
-    assert task.verify(p, res.output).correct  # the answer can be right while the trajectory differs
+    assert task.verify(p, answered(res.output)).correct  # the answer can be right while the trajectory differs
 
 
 def test_budget_exhaustion_is_truncated_not_terminated():

@@ -39,15 +39,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("toolssm.report",),
     ("toolssm.experiments",),
     ("toolssm.reproduce",),
-    ("toolssm.cli_theory",),  # the theory command
+    ("toolssm.cli_theory", "toolssm.collect"),  # the theory and collect commands
     ("toolssm.cli",),
 ]
 
 #: imports that still run against the order, each with the reason it stays: (module, imported) -> reason
 ALLOWED: dict[tuple[str, str], str] = {
-    **{("toolssm.tasks.codefix.run", m): "the code-fixing command (train/eval/solve), inside tasks/: issue 22 moves "
-       "code fixing onto the main pipeline and deletes it; delete these entries with it"
-       for m in ("toolssm.checkpoint", "toolssm.evaluate", "toolssm.rollout")},
 }
 
 #: what a model file may import from toolssm.models: the interface, the shared layers and the kernels

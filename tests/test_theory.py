@@ -12,7 +12,7 @@ from toolssm.locality import policy_window
 from toolssm.models import build_model, resolve
 from toolssm.models.base import ModelConfig
 from toolssm.protocol import EOS, Regime, Role
-from toolssm.tasks import get_task
+from toolssm.tasks import answered, get_task
 from toolssm.tasks.turing_machines import DEMOS, TableLearner, compile_trace, parse_machine, replay, run, state_token
 from toolssm.theory import gssm
 from toolssm.theory.turing import evaluate_learner, sample_budget, training_traces
@@ -96,7 +96,7 @@ def test_task_expert_is_the_compiled_trace_and_replays_through_an_episode(name):
         assert (traj.tokens, traj.roles) == (ref.tokens, ref.roles)
         ep = task.replay(p, traj)
         assert (ep.trajectory.tokens, ep.trajectory.roles) == (traj.tokens, traj.roles)
-        assert task.verify(p, traj.output()).correct
+        assert task.verify(p, answered(traj.output())).correct
     assert traj.tokens[0] == "[BOS]" and traj.roles[1] == Role.THOUGHT  # the input lives on the tape only
 
 

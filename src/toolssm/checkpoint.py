@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from toolssm.models import SequenceModel, build_model
 from toolssm.protocol import Vocab
 from toolssm.provenance import provenance
+from toolssm.tasks import Task, get_task
 
 FORMAT_VERSION = 1
 
@@ -187,6 +188,17 @@ def check_finite(loaded: Loaded) -> None:
         total = sum(n for _, n in bad)
         raise CheckpointError(f"checkpoint {loaded.path} has {total:,} NaN or infinite weights (in {len(bad)} tensors, "
                               f"e.g. {bad[0][0]}): its training diverged; retrain, e.g. with a lower --lr")  # fmt: skip
+def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[Loaded, Task]:
+    """A trained model and the task it was trained on, ready to decode: the checkpoint (`load_checkpoint`), its
+    task (plugins included) with the assets saved beside the weights (a BPE ``tokenizer.json``: `Task.load_assets`),
+    and the check that the task still lays trajectories out as the checkpoint learned them (`check_task_format`).
+    What ``eval``, ``solve``, sweeps and ``theory`` load."""
+    loaded = load_checkpoint(path, device)
+    task = get_task(loaded.task)
+    task.load_assets(loaded.path)
+    check_task_format(loaded, task)
+    check_vocab(loaded, task)  # the task would write tokens the model has no id for
+    return loaded, task
 
 
 def load_train_state(ckpt: Path) -> dict[str, Any]:

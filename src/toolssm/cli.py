@@ -26,8 +26,9 @@ from typing import Annotated, Union
 import torch
 import tyro
 
-from toolssm.checkpoint import CheckpointError, check_finite, check_task_format, check_vocab, load_checkpoint
+from toolssm.checkpoint import CheckpointError, check_finite, load_trained
 from toolssm.cli_theory import TheoryConfig, run_theory
+from toolssm.collect import CollectConfig, run_collect
 from toolssm.evaluate import evaluate, save_results
 from toolssm.limits import check_eval_memory
 from toolssm.plots import format_comparison, format_table, plot_curves
@@ -135,10 +136,7 @@ def run_eval(cfg: EvalConfig) -> int:
         check_out(cfg.out)
     _setup(cfg.threads)
     device = resolve_device(cfg.device)
-    loaded = load_checkpoint(cfg.checkpoint, device)
-    task = get_task(loaded.task)
-    check_task_format(loaded, task)
-    check_vocab(loaded, task)
+    loaded, task = load_trained(cfg.checkpoint, device)
     check_finite(loaded)
     for s in cfg.lengths:
         task.spec_size(s)
@@ -173,10 +171,7 @@ def _report(results, out: Path, *, train_size: int, label: str, task: str, check
 def run_solve(cfg: SolveConfig) -> int:
     _setup(1)  # decoding one token at a time: more threads only add overhead
     device = resolve_device(cfg.device)
-    loaded = load_checkpoint(cfg.checkpoint, device)
-    task = get_task(loaded.task)
-    check_task_format(loaded, task)
-    check_vocab(loaded, task)
+    loaded, task = load_trained(cfg.checkpoint, device)
     check_finite(loaded)
     problem = task.parse(cfg.problem)
     from toolssm.rollout import rollout
@@ -184,11 +179,11 @@ def run_solve(cfg: SolveConfig) -> int:
     budget = cfg.max_tokens if cfg.max_tokens is not None else task.token_budget(problem)
     if budget < 1:
         raise ValueError(f"bad max_tokens={budget}: must be positive")
-    ep = task.episode(problem, record=cfg.trace, max_tokens=budget)
     t0 = time.perf_counter()
-    (res,) = rollout(loaded.model, loaded.vocab, [ep], device=device)
-    dt = time.perf_counter() - t0
-    verdict = task.verify(problem, res.output)
+    with task.episode(problem, record=cfg.trace, max_tokens=budget) as ep:
+        (res,) = rollout(loaded.model, loaded.vocab, [ep], device=device)
+        dt = time.perf_counter() - t0
+        verdict = task.verify(problem, ep)
     if cfg.trace and res.trajectory is not None:
         print(res.trajectory.render())
         print()
@@ -468,6 +463,7 @@ COMMANDS = {
     "train": (TrainConfig, run_train),
     "eval": (EvalConfig, run_eval),
     "solve": (SolveConfig, run_solve),
+    "collect": (CollectConfig, run_collect),
     "reproduce": (ReproduceConfig, run_reproduce_command),
     "report": (ReportConfig, run_report),
     "theory": (TheoryConfig, run_theory),

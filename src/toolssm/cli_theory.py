@@ -228,10 +228,9 @@ def _models(cfg: TheoryConfig, say) -> dict[str, Path]:
 
 
 def theorem21(cfg: TheoryConfig, say) -> tuple[dict, Path]:
-    from toolssm.checkpoint import check_task_format, load_checkpoint
+    from toolssm.checkpoint import load_trained
     from toolssm.evaluate import evaluate
     from toolssm.plots import format_comparison
-    from toolssm.tasks import get_task
 
     say("== Theorem 2.1: without interaction, a GSSM fails once supp_α(f(D_n)) exceeds its state count ==")
     say(f"   n-digit addition, D_n = two uniform n-digit numbers, α = {cfg.alpha}\n")
@@ -243,9 +242,7 @@ def theorem21(cfg: TheoryConfig, say) -> tuple[dict, Path]:
     curves, bounds, info = {}, {}, {}
     train_size = 5
     for label, path in _models(cfg, say).items():
-        loaded = load_checkpoint(path, "cpu")
-        task = get_task(loaded.task)
-        check_task_format(loaded, task)
+        loaded, task = load_trained(path, "cpu")
         train_size = int(loaded.config.get("train", {}).get("train_size", 5))
         log2_s = gssm.state_bits(loaded.model, cfg.bits)
         n_star = gssm.crossover(log2_s, cfg.alpha)

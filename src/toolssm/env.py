@@ -84,7 +84,7 @@ class ToolEnv(gym.Env):
         st = self.episode.step(self.vocab.token(action))
         reward, verdict = 0.0, None
         if st.terminated or st.truncated:
-            verdict = self.task.verify(self.problem, self.episode.output).correct
+            verdict = self.task.verify(self.problem, self.episode).correct
             reward = float(verdict)
         info = {"role": st.role.name.lower(), "verdict": verdict, "expert_action": self._expert_action()}
         return self._obs(st.observation), reward, st.terminated, st.truncated, info

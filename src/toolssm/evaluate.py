@@ -90,14 +90,17 @@ def _score_batch(
     model: SequenceModel, task: Task, vocab: Vocab, batch: Sequence, device, with_token_acc: bool,
     progress: bool = False, desc: str = "decode",
 ) -> tuple[int, ...]:
-    """(answers right, trajectories right, truncated, tokens, token-acc correct, token-acc total) on one batch."""
+    """(answers right, trajectories right, truncated, tokens, token-acc correct, token-acc total) on one batch.
+    Each answer is graded by ``task.verify`` on its finished episode (output stream and tool), before the
+    episodes close their tools."""
     refs = [task.demonstrate(p) for p in batch]
-    episodes = [task.episode(p, max_tokens=task.token_budget(p)) for p in batch]
-    results = rollout(
-        model, vocab, episodes, references=[vocab.ids(r.tokens) for r in refs], device=device,
-        progress=progress, desc=desc,
-    )  # fmt: skip
-    n_ans = sum(task.verify(p, r.output).correct for p, r in zip(batch, results))
+    with contextlib.ExitStack() as stack:
+        episodes = [stack.enter_context(task.episode(p, max_tokens=task.token_budget(p))) for p in batch]
+        results = rollout(
+            model, vocab, episodes, references=[vocab.ids(r.tokens) for r in refs], device=device,
+            progress=progress, desc=desc,
+        )  # fmt: skip
+        n_ans = sum(task.verify(p, ep).correct for p, ep in zip(batch, episodes))
     n_traj = sum(bool(r.trajectory_match) for r in results)
     n_trunc = sum(r.truncated for r in results)
     n_tok = sum(r.n_tokens for r in results)

@@ -141,9 +141,13 @@ _add(Experiment(
     {"cpu": ("20", "100", "1000"), "paper": ("20", "50", "100", "200", "500", "1000")},
     cpu_seeds=(0,), paper_seeds=(0, 1, 2), paper_grid={},
 ))  # fmt: skip
+#: code fixing trains from stored trajectories: collected once (`Task.make_data`, `toolssm collect`) if missing
+CODEFIX_DATA = "runs/codefix/data/interactive.jsonl"
+DATA_COUNT = 300
+
 _add(Experiment(
     "fig1-codefix", "Figure 1: code fixing (interactive agent), Mamba vs Pythia, trained on ≤ 16 functions",
-    _models("codefix", 16, ("mamba", "pythia")),
+    _models("codefix", 16, ("mamba", "pythia"), data=CODEFIX_DATA),
     {"cpu": ("4", "8", "16", "24", "30"), "paper": ("4", "8", "12", "16", "20", "24", "30")},
     requires="toolssm.tasks.codefix",
 ))  # fmt: skip

@@ -222,6 +222,10 @@ class Episode:
     unless the token completed a tool command). The episode keeps the output stream; it keeps the full
     trajectory only when ``record`` is set, so a long rollout's memory does not grow with its length
     beyond the tool's own memory.
+
+    The episode owns its tool's lifetime: ``with Episode(...) as ep:`` closes the tool on the way out (a
+    sandbox's processes and workspace are gone, whatever happened inside). A finished episode is graded
+    inside the block, while the tool still holds its final state.
     """
 
     def __init__(
@@ -284,6 +288,18 @@ class Episode:
         if not self.terminated and self.max_tokens is not None and self.n_generated >= self.max_tokens:
             self.truncated = True
         return Step(obs, role, self.terminated, self.truncated)
+
+    # -- the tool's lifetime --------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the tool (`Tool.close`); safe to call more than once."""
+        if self.tool is not None:
+            self.tool.close()
+
+    def __enter__(self) -> Episode:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- expert convenience ---------------------------------------------------------------------
     def act(self, *tokens: str) -> list[str]:

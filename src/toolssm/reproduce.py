@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import tyro
 
-from toolssm.experiments import EXPERIMENTS, PAPER_STEPS, Experiment
+from toolssm.experiments import DATA_COUNT, EXPERIMENTS, PAPER_STEPS, Experiment
 from toolssm.models import ModelConfig, has_fixed_state
 from toolssm.report import report
 from toolssm.sweep import Launcher, Run, expand_grid, parse_overrides, record_path, set_dotted, sweep
@@ -213,6 +213,10 @@ def run_reproduce(cfg: ReproduceConfig, commands: Commands | None = None) -> int
             print(f"  {'done' if record_path(out, r).is_file() else 'todo'}  {r.run_id}")
         return 0
     t0 = time.perf_counter()
+    for task, data, size in sorted({(r.train["task"], r.train["data"], r.train["train_size"]) for r in runs
+                                    if r.train.get("data") and not Path(r.train["data"]).exists()}):  # fmt: skip
+        print(f"collecting {DATA_COUNT} {task} trajectories of size <= {size} into {data} (toolssm collect)")
+        get_task(task).make_data(data, count=DATA_COUNT, max_size=size)
     launcher = Launcher(cfg.launcher, cluster=cfg.cluster, partition=cfg.partition, timeout_min=cfg.timeout_min)
     sweep(runs, out, jobs=cfg.jobs, log=lambda s: print(s, flush=True), launcher=launcher)
     text, files = report(out)

@@ -280,9 +280,8 @@ def execute(
     """Train (resuming from the run's checkpoint if there is one), evaluate, write the record; return it.
     ``folder``: the run's folder (default ``root/runs/<run id>``; `toolssm demo` trains in its --out);
     ``progress``: progress bars for training and decoding."""
-    from toolssm.checkpoint import load_checkpoint
+    from toolssm.checkpoint import load_trained
     from toolssm.evaluate import evaluate
-    from toolssm.tasks import get_task
 
     root = Path(root)
     path = record_path(root, run)
@@ -294,8 +293,7 @@ def execute(
     ckpt = train(cfg)
     t_train = time.perf_counter() - t0
     device = resolve_device(cfg.device)
-    loaded = load_checkpoint(ckpt, device)
-    task = get_task(cfg.task)
+    loaded, task = load_trained(ckpt, device)
     results = evaluate(
         loaded.model, task, loaded.vocab, run.lengths, n_problems=run.n_problems, seed=run.eval_seed,
         batch_size=run.eval_batch_size, device=device, progress=progress, stop_below=run.stop_below,

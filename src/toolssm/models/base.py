@@ -22,6 +22,9 @@ import torch.utils.checkpoint
 import tyro
 from torch import Tensor, nn
 
+from toolssm.registry import Registry
+from toolssm.registry import where as registry_where
+
 State = tuple[Tensor, ...]
 
 
@@ -113,31 +116,33 @@ class ModelSpec:
     presets: dict[str, dict[str, Any]]
 
 
-_REGISTRY: dict[str, ModelSpec] = {}
+#: every model by name: the built-in architectures, and the plugins of the ``toolssm.models`` entry-point group
+MODELS: Registry[ModelSpec] = Registry("model", "toolssm.models")
 
 
 def register(name: str, presets: dict[str, dict[str, Any]]):
+    """Class decorator: add the architecture under ``name`` with its presets (at least ``cpu``). A name
+    already taken is a one-line error naming both places."""
+
     def deco(cls):
-        _REGISTRY[name] = ModelSpec(cls, presets)
+        MODELS.add(name, ModelSpec(cls, presets), place=registry_where(cls))
         return cls
 
     return deco
 
 
 def model_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return MODELS.names()
 
 
 def gradient_model_names() -> list[str]:
     """The models trained by gradient descent: every one but the table learners (``trains_by_counting``)."""
-    return [n for n in model_names() if not getattr(_REGISTRY[n].cls, "trains_by_counting", False)]
+    return [n for n in model_names() if not getattr(MODELS.get(n).cls, "trains_by_counting", False)]
 
 
 def resolve(cfg: ModelConfig) -> dict[str, Any]:
     """The full keyword arguments for the architecture: its preset, overridden by the set fields."""
-    if cfg.arch not in _REGISTRY:
-        raise ValueError(f"unknown model {cfg.arch!r} (choose from: {', '.join(model_names())})")
-    spec = _REGISTRY[cfg.arch]
+    spec = MODELS.get(cfg.arch)
     if cfg.preset not in spec.presets:
         raise ValueError(f"unknown preset {cfg.preset!r} for {cfg.arch} (choose from: {', '.join(spec.presets)})")
     kwargs = dict(spec.presets[cfg.preset])
@@ -153,9 +158,7 @@ def resolve(cfg: ModelConfig) -> dict[str, Any]:
 
 
 def build_model(arch: str, vocab_size: int, kwargs: dict[str, Any]) -> SequenceModel:
-    if arch not in _REGISTRY:
-        raise ValueError(f"unknown model {arch!r} (choose from: {', '.join(model_names())})")
-    return _REGISTRY[arch].cls(vocab_size=vocab_size, **kwargs)
+    return MODELS.get(arch).cls(vocab_size=vocab_size, **kwargs)
 
 
 def has_fixed_state(cfg: ModelConfig) -> bool:

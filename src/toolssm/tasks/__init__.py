@@ -10,6 +10,6 @@ from toolssm.tasks import (  # noqa: F401  (registers)
     subtraction,
     turing,
 )
-from toolssm.tasks.base import Task, Verdict, get_task, register, task_names
+from toolssm.tasks.base import TASKS, Task, Verdict, answered, get_task, register, task_names
 
-__all__ = ["Task", "Verdict", "get_task", "register", "task_names"]
+__all__ = ["TASKS", "Task", "Verdict", "answered", "get_task", "register", "task_names"]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from toolssm.protocol import ANS, EOS, Episode
@@ -76,6 +75,7 @@ def read_back(act, pointer: int, *, strip_zeros: bool = False) -> None:
 @register
 class Addition(Task):
     name = "addition"
+    replay_spec = "10000"
     symbols = (*DIGITS, "+", "=", *CARRY)
     input_in_context = False  # the pointers read the input from memory; the model starts from [BOS]
 
@@ -142,7 +142,7 @@ class Addition(Task):
         # 4. read the sum back, most significant digit first
         read_back(act, 3)
 
-    def verify(self, problem: AdditionProblem, output: Sequence[str]) -> Verdict:
+    def verify(self, problem: AdditionProblem, episode: Episode) -> Verdict:
         expected = add_decimal(problem.a, problem.b)
-        got = "".join(output)
+        got = "".join(episode.output)
         return Verdict(got == expected, expected, got)

@@ -13,11 +13,10 @@ All four share addition's sampler, sizes, parser and input ``a+b=``; only the tr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 
 from toolssm.protocol import ANS, EOS, Episode, Role
 from toolssm.tasks.addition import Addition, AdditionProblem, add_decimal
-from toolssm.tasks.base import Verdict, register
+from toolssm.tasks.base import Verdict, answered, register
 from toolssm.tools.calculator import CALC, Calculator
 from toolssm.tools.pointer import PointerMemory
 
@@ -51,8 +50,8 @@ class AdditionReversed(AdditionDirect):
     def answer(self, problem: AdditionProblem) -> list[str]:
         return list(reversed(add_decimal(problem.a, problem.b)))
 
-    def verify(self, problem: AdditionProblem, output: Sequence[str]) -> Verdict:
-        v = super().verify(problem, list(reversed(output)))
+    def verify(self, problem: AdditionProblem, episode: Episode) -> Verdict:
+        v = super().verify(problem, answered(reversed(episode.output)))
         return Verdict(v.correct, v.expected[::-1], v.got[::-1])  # as written: least significant first
 
 
@@ -78,16 +77,16 @@ class AdditionNoTool(Addition):
             if role != Role.INPUT:
                 episode.step(token)
 
-    def verify(self, problem: AdditionProblem, output: Sequence[str]) -> Verdict:
+    def verify(self, problem: AdditionProblem, episode: Episode) -> Verdict:
         pointer, answer, after_read = PointerMemory(3), [], False
-        for t in output:
+        for t in episode.output:
             if pointer.accepts(t):
                 after_read = t.endswith(".read]")
             elif after_read:  # the would-be observation ([ANS] read back is not in the stream)
                 after_read = False
             else:
                 answer.append(t)
-        return super().verify(problem, answer)
+        return super().verify(problem, answered(answer))
 
 
 @register

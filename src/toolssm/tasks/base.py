@@ -3,21 +3,27 @@
 A task knows nothing of models. Data flows one way::
 
     Task.sample -> problem -> Task.expert drives an Episode (and its Tool) -> Trajectory
-                -> Vocab ids + loss mask -> model -> rollout drives an Episode -> Task.verify
+                -> Vocab ids + loss mask -> model -> rollout drives an Episode -> Task.verify(problem, episode)
 
-To add a task, subclass `Task` in one file under ``tasks/`` and decorate it with `register`; see
-``docs/adding.md``.
+``verify`` is given the finished episode: its output stream (``episode.output``) and its tool in its final
+state (``episode.tool``), so a task graded on what the agent did to its tool (code fixing: the workspace)
+goes through the same call as one graded on its answer (addition). An episode owns its tool: use it as a
+context manager (``with task.episode(p) as ep:``) and grade inside the block, before the tool is closed.
+
+To add a task, subclass `Task` and decorate it with `register`: in one file under ``tasks/``, or in a
+package of your own declared under the ``toolssm.tasks`` entry point; see ``docs/adding.md``.
 """
 
 from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from toolssm.protocol import Episode, Role, Trajectory, Vocab
+from toolssm.registry import Registry
 from toolssm.tools.base import Tool
 
 
@@ -39,6 +45,9 @@ class Task(ABC):
     #: whether the model reads the input as context. False: only the tool holds it (M_0 = input), and the
     #: model starts from [BOS] alone, so nothing it consumes grows with the input (docs/design.md)
     input_in_context: ClassVar[bool] = True
+    #: an evaluation spec far past the training sizes at which the expert must still replay exactly and be graded
+    #: correct (tests/test_task_contract.py runs it for every registered task, plugins included)
+    replay_spec: ClassVar[str] = "1000"
 
     # -- what a task must define ------------------------------------------------------------------
     @abstractmethod
@@ -65,8 +74,10 @@ class Task(ABC):
         """Solve ``problem`` by emitting tokens into ``episode``, reacting only to what the tool returns."""
 
     @abstractmethod
-    def verify(self, problem: Any, output: Sequence[str]) -> Verdict:
-        """Check an output stream by simulating the task, not by comparing with the expert's string."""
+    def verify(self, problem: Any, episode: Episode) -> Verdict:
+        """Grade a finished episode by simulating the task, not by comparing with the expert's string: its output
+        stream ``episode.output`` (the tokens after ``[ANS]``) and, for a task graded on the tool's final state,
+        ``episode.tool``. A given answer is graded as ``verify(problem, answered(tokens))``."""
 
     @abstractmethod
     def size(self, problem: Any) -> int:
@@ -114,6 +125,8 @@ class Task(ABC):
 
     def vocab(self) -> Vocab:
         tool = self.make_tool()
+        if tool is not None:
+            tool.close()
         return Vocab.build(self.symbols, tool.tokens if tool is not None else ())
 
     def episode(self, problem: Any, *, record: bool = False, max_tokens: int | None = None) -> Episode:
@@ -123,16 +136,17 @@ class Task(ABC):
         )  # fmt: skip
 
     def demonstrate(self, problem: Any) -> Trajectory:
-        """The expert's full trajectory for ``problem``."""
-        ep = self.episode(problem, record=True)
-        ep.reset()
-        self.expert(problem, ep)
+        """The expert's full trajectory for ``problem`` (its tool is closed afterwards)."""
+        with self.episode(problem, record=True) as ep:
+            ep.reset()
+            self.expert(problem, ep)
         assert ep.trajectory is not None and ep.terminated, "the expert must end with [EOS]"
         return ep.trajectory
 
     def replay(self, problem: Any, trajectory: Trajectory) -> Episode:
         """Feed a trajectory's generated tokens (not its input or observations) into a fresh episode, whose
-        tool answers anew. The expert-replay check: the replayed trajectory must equal the original."""
+        tool answers anew. The expert-replay check: the replayed trajectory must equal the original. The
+        episode is returned finished with its tool open, to be graded: close it (``with task.replay(...) as ep``)."""
         ep = self.episode(problem, record=True)
         ep.reset()
         for tok, role in zip(trajectory.tokens, trajectory.roles):
@@ -143,6 +157,12 @@ class Task(ABC):
     def load_data(self, path: str) -> list[Trajectory]:
         """Stored trajectories to train on (``train --data``); most tasks generate theirs online."""
         raise ValueError(f"task {self.name} generates its trajectories online; it takes no --data")
+
+    def make_data(self, path: Any, *, count: int, max_size: int, seed: int = 0, log: Any = print) -> Any:
+        """Write ``count`` expert trajectories on problems up to ``max_size`` to ``path``, for ``train --data`` (and
+        any asset they need beside it); returns the path. For a task whose expert is too slow to run online
+        (code fixing runs a sandbox), what ``toolssm collect`` and ``reproduce`` call."""
+        raise ValueError(f"task {self.name} generates its trajectories online; it has no data to collect")
 
     def assets(self) -> dict[str, str]:
         """Files saved in the checkpoint beside the weights (name -> text), e.g. a BPE tokenizer."""
@@ -163,20 +183,28 @@ class Task(ABC):
         return 2 * len(traj) + 64
 
 
-_REGISTRY: dict[str, Callable[[], Task]] = {}
+def answered(output: Iterable[str], tool: Tool | None = None) -> Episode:
+    """A finished episode whose output stream is ``output`` (and whose tool, if given, is in its final state):
+    what `Task.verify` grades, for an answer given as tokens."""
+    ep = Episode(tool, [], record=False)
+    ep.output = list(output)
+    ep.terminated = True
+    return ep
+
+
+#: every task by name: the built-in ones, and the plugins of the ``toolssm.tasks`` entry-point group
+TASKS: Registry[type[Task]] = Registry("task", "toolssm.tasks")
 
 
 def register(cls: type[Task]) -> type[Task]:
-    _REGISTRY[cls.name] = cls
+    """Class decorator: add the task under ``cls.name``. A name already taken is a one-line error naming both."""
+    TASKS.add(cls.name, cls)
     return cls
 
 
 def get_task(name: str) -> Task:
-    try:
-        return _REGISTRY[name]()
-    except KeyError:
-        raise ValueError(f"unknown task {name!r} (choose from: {', '.join(sorted(_REGISTRY))})") from None
+    return TASKS.get(name)()
 
 
 def task_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return TASKS.names()

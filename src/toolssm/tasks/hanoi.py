@@ -165,6 +165,8 @@ class HanoiVerdict(Verdict):
 class _Hanoi(Task):
     """What the three Hanoi tasks share: problems, tokens, the verifier."""
 
+    replay_spec = "12"  # 4,095 moves
+
     variant: str  # "local", "paper", "recursive"
     n_pointers: int
     named_rods = False  # the input names the source and target rods after the disks: ``(7)(5)(2) A C``
@@ -259,7 +261,8 @@ class _Hanoi(Task):
             i = j + 1
         return moves, states, self.variant != "recursive" and bool(moves)
 
-    def verify(self, problem: HanoiProblem, output: Sequence[str]) -> HanoiVerdict:
+    def verify(self, problem: HanoiProblem, episode: Episode) -> HanoiVerdict:
+        output = episode.output
         n = len(problem.disks)
         n_opt = 2**n - 1
         moves, states, well_formed = self._parse_output(output)

@@ -237,8 +237,8 @@ class LogicGraph(Task):
                 cur = parent[0][2]
                 definition = find(cur, "=")[0]
 
-    def verify(self, problem: LogicGraphProblem, output: Sequence[str]) -> Verdict:
+    def verify(self, problem: LogicGraphProblem, episode: Episode) -> Verdict:
         value = evaluate_circuit(problem)[problem.output]
         expected = f"{problem.output} = {value}"
-        got = " ".join(output)
+        got = " ".join(episode.output)
         return Verdict(got == expected, expected, got)

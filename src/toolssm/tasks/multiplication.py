@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -69,6 +68,8 @@ def _p(k: int):
 
 class Multiplication(Task):
     """n × m multiplication, m <= ``max_b`` digits. Subclasses fix ``max_b`` and register."""
+
+    replay_spec = "10000"
 
     max_b: ClassVar[int]
     symbols = (*DIGITS, TIMES, "=", "+", *CARRY)
@@ -169,9 +170,9 @@ class Multiplication(Task):
         # 5. read the product back, most significant digit first, without leading zeros
         read_back(act, 3, strip_zeros=True)
 
-    def verify(self, problem: MultiplicationProblem, output: Sequence[str]) -> Verdict:
+    def verify(self, problem: MultiplicationProblem, episode: Episode) -> Verdict:
         expected = mul_decimal(problem.a, problem.b)
-        got = "".join(output)
+        got = "".join(episode.output)
         return Verdict(got == expected, expected, got)
 
 

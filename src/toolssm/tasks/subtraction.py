@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from toolssm.protocol import ANS, Episode
@@ -61,6 +60,7 @@ def _ordered(a: str, b: str) -> SubtractionProblem:
 @register
 class Subtraction(Task):
     name = "subtraction"
+    replay_spec = "10000"
     symbols = (*DIGITS, "-", "=", *BORROW)
     input_in_context = False  # the pointers read the input from memory; the model starts from [BOS]
 
@@ -129,7 +129,7 @@ class Subtraction(Task):
         # 4. read the difference back, most significant digit first, without leading zeros
         read_back(act, 3, strip_zeros=True)
 
-    def verify(self, problem: SubtractionProblem, output: Sequence[str]) -> Verdict:
+    def verify(self, problem: SubtractionProblem, episode: Episode) -> Verdict:
         expected = sub_decimal(problem.a, problem.b)
-        got = "".join(output)
+        got = "".join(episode.output)
         return Verdict(got == expected, expected, got)

@@ -44,8 +44,8 @@ class TuringTask(Task):
     def expert(self, problem: Sequence[str], episode: Episode) -> None:
         self._policy.drive(episode)
 
-    def verify(self, problem: Sequence[str], output: Sequence[str]) -> Verdict:
-        expected = self.demo.truth(problem)
+    def verify(self, problem: Sequence[str], episode: Episode) -> Verdict:
+        expected, output = self.demo.truth(problem), episode.output
         return Verdict(list(output) == expected, " ".join(expected), " ".join(output))
 
     def size(self, problem: Sequence[str]) -> int:
@@ -60,7 +60,7 @@ def _make(machine: str) -> type[TuringTask]:
     cls = type(
         f"TM_{machine}", (TuringTask,),
         {"name": f"tm-{machine}", "symbols": demo.machine.tokens(), "demo": demo,
-         "_policy": TableLearner.from_machine(demo.machine),
+         "_policy": TableLearner.from_machine(demo.machine), "replay_spec": "40" if machine == "palindrome" else "300",
          "__doc__": f"Theorem 2.2 traces of the {machine} machine: {demo.about}."},
     )  # fmt: skip
     return register(cls)

@@ -5,13 +5,19 @@ depend on the input, as in the paper). ``step(command_token)`` runs one command 
 observation tokens (empty while a multi-token command is still being spelled out, or for a command with
 no reply). ``record(token)`` tells the tool that a thought or output token was appended to the context,
 for tools whose memory is the context (pointer and search memory). Invalid commands never raise: they
-return an error observation.
+return an error observation. ``close()`` releases what the tool holds outside Python (a sandbox's
+processes and workspace); an `Episode` calls it when it ends, so no tool needs a finalizer to be safe.
+
+Tools are registered by name (`register_tool`, `TOOLS`); another package adds its own under the
+``toolssm.tools`` entry point (docs/adding.md).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+from toolssm.registry import Registry
 
 ERR = "[ERR]"
 
@@ -34,3 +40,29 @@ class Tool(ABC):
 
     def record(self, token: str) -> None:  # noqa: B027 - optional hook
         """A thought or output token was generated. Context-memory tools append it."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the tool holds (processes, files). Called once the episode is over and graded; safe to
+        call twice. Most tools hold only memory: nothing to do."""
+
+
+#: every tool by name: the built-in ones, and the plugins of the ``toolssm.tools`` entry-point group
+TOOLS: Registry[type[Tool]] = Registry("tool", "toolssm.tools")
+
+
+def register_tool(name: str) -> Callable[[type[Tool]], type[Tool]]:
+    """Class decorator: add the tool under ``name``. A name already taken is a one-line error naming both."""
+
+    def deco(cls: type[Tool]) -> type[Tool]:
+        TOOLS.add(name, cls)
+        return cls
+
+    return deco
+
+
+def get_tool(name: str) -> type[Tool]:
+    return TOOLS.get(name)
+
+
+def tool_names() -> list[str]:
+    return TOOLS.names()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from toolssm.tools.base import ERR, Tool
+from toolssm.tools.base import ERR, Tool, register_tool
 
 CALC = "[calc]"
 _DIGITS = frozenset("0123456789")
@@ -67,6 +67,7 @@ def calculate(a: str, op: str, b: str) -> str:
     raise ValueError(f"unknown operator {op!r}")
 
 
+@register_tool("calculator")
 class Calculator(Tool):
     tokens = (CALC, "-", ERR)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from toolssm.tools.base import ERR, Tool
+from toolssm.tools.base import ERR, Tool, register_tool
 
 EDGE = "[EDGE]"
 _OPS = ("init", "left", "right", "read")
@@ -35,6 +35,7 @@ def walk_right(act, pointer: int, stop: str) -> None:
         act(command(pointer, "right"))
 
 
+@register_tool("pointer")
 class PointerMemory(Tool):
     def __init__(self, n_pointers: int = 3):
         if n_pointers < 1:

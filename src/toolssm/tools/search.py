@@ -28,13 +28,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from toolssm.tools.base import ERR, Tool
+from toolssm.tools.base import ERR, Tool, register_tool
 
 FIND, END_FIND = "[find]", "[/find]"
 OBS, END_OBS = "[obs]", "[/obs]"
 NL = "[NL]"
 
 
+@register_tool("search")
 class SearchMemory(Tool):
     tokens = (FIND, END_FIND, OBS, END_OBS, NL, ERR)
 

@@ -68,7 +68,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolssm.tools.base import ERR, Tool
+from toolssm.tools.base import ERR, Tool, register_tool
 
 #: where the workspace appears inside the sandbox
 WORKDIR = "/work"
@@ -867,6 +867,7 @@ class ShellSandbox:
 BASH, END_BASH = "[bash]", "[/bash]"
 
 
+@register_tool("shell")
 class ShellTool(Tool):
     """The sandboxed shell as a protocol `Tool`, for models that write text as BPE pieces.
 

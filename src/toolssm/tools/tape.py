@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from toolssm.protocol import EOS
-from toolssm.tools.base import ERR, Tool
+from toolssm.tools.base import ERR, Tool, register_tool
 
 READ, LEFT, RIGHT = "[read]", "[left]", "[right]"
 BLANK = "_"  # the blank symbol in write commands and machine definitions; a blank cell reads [EOS]
@@ -31,6 +31,7 @@ def write(symbol: str) -> str:
     return f"[write:{symbol}]"
 
 
+@register_tool("tape")
 class TapeMemory(Tool):
     def __init__(self, alphabet: Iterable[str]):
         self.alphabet = tuple(dict.fromkeys(s for s in alphabet if s != BLANK))

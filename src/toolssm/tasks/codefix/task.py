@@ -2,30 +2,31 @@
 
 The problem is a generated codebase; it lives only in the tool (a sandboxed shell over a throwaway copy),
 and the model's context starts with a fixed instruction. Tokens are byte-level BPE pieces (`Bpe`), trained
-on collected trajectories (`load_data`) or a pretrained checkpoint's own (`adopt_tokenizer`), and saved with
-the model (`assets`, `load_assets`). The graded "output" is the workspace after the episode, judged by
-`verify_files`; ``verify`` (the output stream) is therefore not used by this task's evaluation, which is
-`toolssm.tasks.codefix.run.evaluate_codefix`.
+on collected trajectories (`make_data`, `load_data`) or a pretrained checkpoint's own (`adopt_tokenizer`), and
+saved with the model (`assets`, `load_assets`). What is graded is the workspace the episode's shell ends with:
+``verify(problem, episode)`` reads it from ``episode.tool``, so evaluation, ``toolssm solve`` and sweeps grade
+code fixing through the same call as every other task.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import re
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from toolssm.protocol import EOS, SPECIALS, Episode, Trajectory, Vocab
-from toolssm.tasks.base import Task, Verdict, register
+from toolssm.tasks.base import Task, register
 from toolssm.tasks.codefix.agents import SUBMIT, make_agent
 from toolssm.tasks.codefix.codebase import Codebase, generate
 from toolssm.tasks.codefix.trajectory import (
     ENV,
     SYSTEM,
     TASK,
+    collect,
     paper_filter,
     read_records,
+    texts,
     to_trajectory,
 )
 from toolssm.tasks.codefix.verify import LIMITS, CodefixVerdict, verify
@@ -33,6 +34,8 @@ from toolssm.tokenizer import FILE, Bpe
 from toolssm.tools.shell import BASH, END_BASH, ShellTool
 
 MIN_SIZE = 4
+#: pieces of the BPE `make_data` trains (docs/tasks/codefix.md, "Tokenizer")
+BPE_SIZE = 1024
 _SPEC = re.compile(r"^(\d+)(?::(\d+))?$")
 
 
@@ -40,6 +43,7 @@ _SPEC = re.compile(r"^(\d+)(?::(\d+))?$")
 class Codefix(Task):
     name = "codefix"
     agent = "interactive"
+    replay_spec = "32"  # twice the largest training codebase
     symbols = ()
     #: apply the paper's selection to training data (fixed, and shorter than average for the size)
     filter_data = False
@@ -89,6 +93,30 @@ class Codefix(Task):
             raise ValueError(f"no usable trajectories in {path}")
         return trajs
 
+    def make_data(self, path: str | Path, *, count: int, max_size: int, seed: int = 0, log=print) -> Path:
+        """Run the task's hard-coded agent in the sandbox on ``count`` codebases of `MIN_SIZE`..``max_size``
+        functions; write the fixed ones to ``path`` (JSONL, one line as each episode ends) and a byte-level BPE
+        trained on them beside it (``tokenizer.json``, unless one is there: collecting a second agent's data
+        into the same folder keeps one tokenizer for both)."""
+        path = Path(path)
+        if max_size < MIN_SIZE:
+            raise ValueError(f"bad max size {max_size} for task {self.name}: codebases have at least {MIN_SIZE} functions")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        records, tmp = [], path.with_name(f".{path.name}.tmp")
+        with tmp.open("w") as f:
+            for i in range(count):
+                [r] = collect(self.agent, range(MIN_SIZE, max_size + 1), 1, seed=f"{seed}:{i}")
+                if r["info"]["codefix"]["fixed"]:
+                    f.write(json.dumps(r) + "\n")
+                    f.flush()
+                    records.append(r)
+        tmp.replace(path)  # a stopped collection leaves no half file under the name training reads
+        log(f"{self.name}: {len(records)} of {count} trajectories fixed the bug -> {path}")
+        if not (path.parent / FILE).is_file():
+            Bpe.train(texts(records), BPE_SIZE).save(path.parent)
+            log(f"tokenizer ({BPE_SIZE} pieces) -> {path.parent / FILE}")
+        return path
+
     # -- problems -----------------------------------------------------------------------------------
     def make_tool(self) -> ShellTool:
         return ShellTool(self._need_bpe(), {}, env=ENV, limits=LIMITS)
@@ -134,21 +162,13 @@ class Codefix(Task):
             obs = bpe.decode(episode.act(BASH, *bpe.encode(cmd), END_BASH))
         episode.act(EOS)
 
-    def verify(self, problem: Codebase, output: Sequence[str]) -> Verdict:
-        raise ValueError(f"task {self.name} is graded on the workspace, not the output stream: use verify_files")
-
-    def verify_files(self, problem: Codebase, files: Mapping[str, str]) -> CodefixVerdict:
-        return verify(problem, files)
-
-    def demonstrate(self, problem: Any) -> Trajectory:
-        ep = self.episode(problem, record=True)
-        ep.reset()
-        try:
-            self.expert(problem, ep)
-        finally:
-            ep.tool.close()  # type: ignore[union-attr]
-        assert ep.trajectory is not None and ep.terminated
-        return ep.trajectory
+    def verify(self, problem: Codebase, episode: Episode) -> CodefixVerdict:
+        """The workspace the episode's shell ends with (the episode must not be closed yet), run and analysed by
+        `toolssm.tasks.codefix.verify.verify`; the output stream plays no part."""
+        if not isinstance(episode.tool, ShellTool):
+            raise ValueError(f"task {self.name} is graded on the workspace of the episode's shell, and this episode "
+                             "has none")  # fmt: skip
+        return verify(problem, episode.tool.files())
 
 
 @register

@@ -11,7 +11,8 @@ It checks the files by analysis and by execution, never by comparing with the re
    whitespace does not count), and files added or deleted. Reported, not required (the paper's "leaving
    other functions untouched is ideal but not enforced").
 
-``fixed`` is 1 and 2.
+``fixed`` is 1 and 2; it is the verdict's ``correct``, so `Codefix.verify` grades a finished episode's
+workspace through the same `Task.verify` call as every other task.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import ast
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from toolssm.tasks.base import Verdict
 from toolssm.tasks.codefix.codebase import BUG, ROOT, Codebase
 from toolssm.tools.shell import Limits, ShellSandbox
 
@@ -30,10 +32,12 @@ LIMITS = Limits(wall_s=60)
 
 
 @dataclass(frozen=True)
-class CodefixVerdict:
-    fixed: bool
-    runs: bool
-    threaded: bool
+class CodefixVerdict(Verdict):
+    """`Verdict` (``correct`` = ``fixed``) plus what the verifier found."""
+
+    fixed: bool = False
+    runs: bool = False
+    threaded: bool = False
     #: what is wrong with the threading, one line each (empty when threaded)
     problems: tuple[str, ...] = ()
     #: functions off every main-to-foo path that were changed, and files added or deleted
@@ -147,8 +151,18 @@ def verify(codebase: Codebase, files: Mapping[str, str], *, limits: Limits | Non
         r = sh.run(RUN)
     runs = r.returncode == 0 and r.stdout == codebase.expected_stdout()
     problems = check_threading(codebase, files)
+    other = tuple(touched_elsewhere(codebase, files))
+    stderr_tail = "\n".join(r.stderr.strip().splitlines()[-3:])
+    fixed = runs and not problems
+    if fixed:
+        got = "fixed" + (f"; also touched {', '.join(other)}" if other else ", nothing else touched")
+    else:
+        why = [] if runs else [f"main.py exits {r.returncode}" + (f" ({stderr_tail.splitlines()[-1]})" if stderr_tail
+                                                               else ", printing the wrong lines" * (r.returncode == 0))]
+        got = "not fixed: " + "; ".join([*why, *problems][:3])
+    expected = f"{BUG} threaded along every path from {ROOT} to foo ({len(codebase.on_path)} of {codebase.n} functions)"
     return CodefixVerdict(
-        fixed=runs and not problems, runs=runs, threaded=not problems, problems=tuple(problems),
-        other_touched=tuple(touched_elsewhere(codebase, files)), returncode=r.returncode,
-        stderr_tail="\n".join(r.stderr.strip().splitlines()[-3:]),
+        correct=fixed, expected=expected, got=got,
+        fixed=fixed, runs=runs, threaded=not problems, problems=tuple(problems),
+        other_touched=other, returncode=r.returncode, stderr_tail=stderr_tail,
     )  # fmt: skip
