@@ -47,7 +47,7 @@ PAPER_STEPS = 2000
 #: relative cost of a run per architecture on one CPU thread, for scheduling only (longest first): the
 #: measured train + eval seconds of `fig2-addition --scale cpu` (docs/reproduce.md), the LSTM's = 1
 CPU_COST = {"lstm": 1.0, "pythia": 1.3, "gru": 1.4, "mistral": 1.6, "mamba": 1.9, "mamba2": 2.0, "hybrid": 3.7,
-            "gated_deltanet": 3.9}  # fmt: skip
+            "gated_deltanet": 3.9, "rmt": 2.5}  # fmt: skip
 
 #: cpu scale: per size, no new evaluation batch starts after this many seconds (full attention at 1,000
 #: digits reads its whole KV cache at every one of ~36K decode steps)
@@ -185,6 +185,20 @@ _add(Experiment(
     {"cpu": ("4", "8", "16", "24", "30"), "paper": ("4", "8", "12", "16", "20", "24", "30")},
     requires="toolssm.tasks.codefix",
 ))  # fmt: skip
+_add(Experiment(
+    "fig3-oolong",
+    "Figure 3 [camera-ready]: Oolong-style aggregation with a retrieval tool, trained on ≤ 5 examples "
+    "(synthetic examples, models from scratch: docs/tasks/oolong.md)",
+    _models("oolong", 5, ("mamba", "pythia", "lstm")),
+    {"cpu": ("<=5", "5", "10", "15", "20", "25", "100", "1000"),
+     "paper": ("<=5", "5", "10", "15", "20", "25", "100", "1000")},
+))  # fmt: skip
+_add(Experiment(
+    "d9-rmt", "App. D.9 [camera-ready]: a Recurrent Memory Transformer on addition at two segment lengths, "
+    "trained on ≤ 5 digits",
+    tuple(Row(f"rmt-s{s}", "addition", 5, {"model.arch": "rmt", "model.segment": s}) for s in (16, 64)),
+    {"cpu": ("5", "10", "100", "1000"), "paper": ("5", "10", "20", "50", "100", "200", "500", "1000")},
+))  # fmt: skip
 _add(Experiment("theory", "Theorems 2.1 and 2.2: the executable theory demonstrations", (), {"cpu": (), "paper": ()},
                 requires="toolssm.theory", command="theory"))  # fmt: skip
 
@@ -253,7 +267,7 @@ class ReproduceConfig:
     experiment: tyro.conf.Positional[str]
     """one of: fig2-addition, table1-mult-x1, table1-mult-x2, table1-logic-graph, table1-hanoi,
     table2-hanoi-recursive, fig6-baselines, d6-mult-grid, d7-addition-ablations, d8-mixture, fig1-codefix,
-    theory; or `list`"""
+    fig3-oolong, d9-rmt, theory; or `list`"""
     scale: Literal["cpu", "paper"] = "cpu"
     """cpu: the 2-core recipe; paper: the paper's presets and grid (for GPUs)"""
     out: str | None = None
