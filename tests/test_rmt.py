@@ -66,7 +66,7 @@ def test_earlier_segments_reach_later_ones_only_through_the_memory():
 def test_gradients_flow_back_through_the_memory():
     model = rmt(segment=4, n_mem=2).train()
     x = torch.randint(0, 11, (2, 12))
-    emb = model.embed_tokens.weight
+    emb = model.transformer.embed_tokens.weight
     logits, _ = model(x)
     logits[:, 8:].sum().backward()  # a loss on the third segment only
     rows = x[:, :4].unique()

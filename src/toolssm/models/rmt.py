@@ -2,7 +2,7 @@
 few memory vectors carried from one segment to the next. The camera-ready's App. D.9 ablation.
 
 The sequence is cut into segments of ``segment`` tokens. Each segment is processed by an ordinary causal
-Transformer (mistral.py's layers: RMSNorm pre-norm, rotary attention, SwiGLU MLP) over
+Transformer (a mistral.py Mistral with full attention: RMSNorm pre-norm, rotary attention, SwiGLU MLP) over
 
     [ read memory (n_mem) | the segment's tokens (segment) | write memory (n_mem) ]
 
@@ -29,8 +29,6 @@ training both step all rows together).
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -38,7 +36,7 @@ from torch import Tensor, nn
 from toolssm.models.attention import attention_mask, check_pos, rope_cos_sin
 from toolssm.models.base import SequenceModel, State, register
 from toolssm.models.mamba import RMSNorm
-from toolssm.models.mistral import Layer
+from toolssm.models.mistral import Mistral
 
 PRESETS = {
     "cpu": {"d_model": 64, "n_layers": 2, "n_heads": 4, "d_ff": 256, "segment": 16, "n_mem": 4, "pos": "rope"},
@@ -66,27 +64,17 @@ class RMT(SequenceModel):
         eps: float = 1e-5,
     ):
         super().__init__()
-        if d_model % n_heads:
-            raise ValueError(f"d_model={d_model} is not a multiple of n_heads={n_heads}")
         if segment < 1 or n_mem < 1:
             raise ValueError(f"segment and n_mem must be positive, got {segment} and {n_mem}")
         self.pos, self.rope_base = check_pos(pos), rope_base
         self.segment, self.n_mem = segment, n_mem
-        self.n_layers, self.n_heads, self.d_head = n_layers, n_heads, d_model // n_heads
-        self.embed_tokens = nn.Embedding(vocab_size, d_model)
+        self.n_heads, self.d_head = n_heads, d_model // n_heads
+        # the Transformer run inside each window: mistral.py's embedding, layers, final norm and head, with their
+        # initialization; its own forward is not used (the memory slots enter as vectors, not tokens)
+        self.transformer = Mistral(vocab_size, d_model, n_layers, n_heads, d_ff, window=None, pos=pos,
+                                   rope_base=rope_base, eps=eps)  # fmt: skip
         self.memory = nn.Parameter(torch.randn(n_mem, d_model))  # the first segment's memory, RMS about 1
-        self.layers = nn.ModuleList(Layer(d_model, n_heads, n_heads, d_ff, eps) for _ in range(n_layers))
         self.mem_norm = RMSNorm(d_model, eps)
-        self.norm = RMSNorm(d_model, eps)
-        self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
-        # normal(0.02) weights; GPT-2 style 1/sqrt(2 n_layers) on the residual outputs (as mistral.py)
-        for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(m.weight, std=0.02)
-        with torch.no_grad():
-            for layer in self.layers:
-                layer.self_attn.o_proj.weight /= math.sqrt(2 * n_layers)
-                layer.mlp.down_proj.weight /= math.sqrt(2 * n_layers)
 
     @property
     def fixed_state(self) -> bool:
@@ -103,7 +91,7 @@ class RMT(SequenceModel):
         rope = rope_cos_sin(qpos, self.d_head, self.rope_base, x.dtype) if self.pos == "rope" else None
         mask = None if C == 0 else attention_mask(p0, T, C, None)  # (B, 1, T, C+T); None: plain causal
         ks, vs = [], []
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(self.transformer.layers):
             k_in, v_in = (None, None) if ck is None else (ck[:, i], cv[:, i])  # (B, H, C, Dh) x2
             x, k, v = self.call_layer(layer, x, rope, k_in, v_in, mask)  # (B, T, D), (B, H, C+T, Dh) x2
             ks.append(k)
@@ -131,7 +119,7 @@ class RMT(SequenceModel):
         f = int(fill[0]) if B else 0
         if B and bool((fill != f).any()):
             raise ValueError("rmt: every row of a batch must be at the same point of its segment")
-        x = self.embed_tokens(tokens)  # (B, T, D)
+        x = self.transformer.embed_tokens(tokens)  # (B, T, D)
         M, S = self.n_mem, self.segment
         outs, t = [], 0
         while t < T:
@@ -148,6 +136,6 @@ class RMT(SequenceModel):
             k, v = self._open(mem)  # (B, L, H, M, Dh) x2
             ck, cv, f = self._pad(k), self._pad(v), 0
         h = torch.cat(outs, 1) if outs else x  # (B, T, D)
-        logits = self.lm_head(self.norm(h))  # (B, T, V)
+        logits = self.transformer.lm_head(self.transformer.norm(h))  # (B, T, V)
         new_fill = torch.full((B,), f, dtype=torch.long, device=tokens.device)  # (B,)
         return logits, (mem, ck, cv, new_fill)
