@@ -18,16 +18,18 @@ starting tally) and then calls ``[next]`` for one example at a time. The expert'
 
     [next] -> how do i fix my printer ? [/ex]       command, observation
     computers [NL]                                  thought: the example's topic (the classification)
-    count sports sports 0 0 0 3 music 0 0 0 1 ... business 0 0 0 0 [NL]
+    most sports 0 0 0 3 music 0 0 0 1 ... business 0 0 0 0 [NL]
                                                     thought: the question again and the running tally
+                                                    (``count T``: T's counter alone, ``count music 0 0 0 1``)
 
 and at the end ``[next] -> [end]``, then ``[ANS]`` and the answer, read off the last tally line, and ``[EOS]``.
 
 The tally is written out, not kept in the model: each counter has WIDTH digits, most significant first, so a
-tally line always has the same length and the new one is the old one (a line and one example back) with one
-counter incremented. Every token the expert writes is a function of the last ~50 tokens, whatever N is (the
-locality check in tests/test_oolong.py). The question is copied into every tally line so that the answer
-does not depend on the header, which at N = 1,000 is 50,000 tokens back.
+tally line always has the same length and the new one is the old one (a line and one example back) with at
+most one counter incremented; a ``count T`` question keeps T's counter only, the one it needs. Every token
+the expert writes is a function of the last ~40 tokens, whatever N is (the locality check in
+tests/test_oolong.py). The question is copied into every tally line so that the answer does not depend on the
+header, which at N = 1,000 is tens of thousands of tokens back.
 
 Training (``sample``): N ≤ max_size examples, and half the problems start from a random tally given in the
 header (a continuation of an aggregation over earlier examples), so that every digit and every carry of a
@@ -150,17 +152,24 @@ def question_tokens(question: tuple[str, str | None]) -> list[str]:
 
 
 def tally_line(question: tuple[str, str | None], counts: Sequence[int]) -> list[str]:
-    """``count sports sports 0 0 0 3 music 0 0 0 1 ... [NL]``: the question, then each topic and its counter."""
-    out = question_tokens(question)
+    """What the expert keeps, as one line: the question, then the counters it needs. ``count T`` needs T's alone
+    (``count music 0 0 1 7 [NL]``); ``most`` needs every topic's (``most sports 0 0 0 3 music 0 0 0 1 ... [NL]``).
+    counts: one per topic, in TOPICS order."""
+    kind, topic = question
+    if kind == COUNT:
+        return [COUNT, topic, *counter(counts[TOPICS.index(topic)]), NL]  # type: ignore[list-item, arg-type]
+    out = [MOST]
     for t, v in zip(TOPICS, counts, strict=True):
         out += [t, *counter(v)]
     return [*out, NL]
 
 
-def read_tally(line: Sequence[str]) -> list[int]:
-    """The counts of a tally line (as the expert reads its own last line): its last counters, before [NL]."""
-    body = list(line[-1 - len(TOPICS) * (WIDTH + 1) : -1])  # topic d d d d, per topic
-    return [int("".join(body[i * (WIDTH + 1) + 1 : (i + 1) * (WIDTH + 1)])) for i in range(len(TOPICS))]
+def read_tally(line: Sequence[str]) -> dict[str, int]:
+    """The counters of a tally line, by topic (one for ``count T``, all six for ``most``)."""
+    if line[0] == COUNT:
+        return {line[1]: int("".join(line[2 : 2 + WIDTH]))}
+    return {line[1 + i * (WIDTH + 1)]: int("".join(line[2 + i * (WIDTH + 1) : (i + 1) * (WIDTH + 1) + 1]))
+            for i in range(len(TOPICS))}  # fmt: skip
 
 
 @register
@@ -231,21 +240,19 @@ class Oolong(Task):
 
     def expert(self, problem: OolongProblem, episode: Episode) -> None:
         act = episode.act
-        last = tally_line(problem.question, problem.start)  # the header: the line to update
+        counts = list(problem.start)
+        last = tally_line(problem.question, counts)  # the header: the line to update
         while True:
             obs = act(NEXT)
-            if obs == [END]:
-                counts = read_tally(last)
-                if problem.question[0] == COUNT:
-                    out = list(str(counts[TOPICS.index(last[1])]))
-                else:
-                    out = [TOPICS[counts.index(max(counts))]]
+            if obs == [END]:  # the answer, read off the last line
+                kept = read_tally(last)
+                best = max(kept.values())
+                out = list(str(best)) if last[0] == COUNT else [next(t for t, v in kept.items() if v == best)]
                 act(ANS, *out, EOS)
                 return
             assert obs[-1] == END_EX, obs
             topic = classify(obs[:-1])
             act(topic, NL)
-            counts = read_tally(last)
             counts[TOPICS.index(topic)] += 1
             last = tally_line(problem.question, counts)
             act(*last)
