@@ -14,7 +14,7 @@ from toolssm.tasks import get_task
 
 PAPER_ITEMS = ["fig2-addition", "table1-mult-x1", "table1-mult-x2", "table1-logic-graph", "table1-hanoi",
                "table2-hanoi-recursive", "fig6-baselines", "d6-mult-grid", "d7-addition-ablations", "d8-mixture",
-               "fig1-codefix", "theory"]  # fmt: skip
+               "fig1-codefix", "fig3-oolong", "d9-rmt", "theory"]  # fmt: skip
 
 
 def test_every_item_of_the_paper_has_an_experiment():
@@ -177,3 +177,18 @@ def test_the_measured_time_is_quoted_only_for_the_whole_experiment(capsys):
     assert whole.startswith("5 runs into") and "the whole experiment" in whole and "1.6 h" in whole
     assert main(["reproduce", "d7-addition-ablations", "--rows", "direct", "--dry-run"]) == 0
     assert capsys.readouterr().out.splitlines()[1] == "1 run into runs/reproduce/d7-addition-ablations-cpu"
+
+
+def test_the_camera_ready_oolong_and_rmt_rows_carry_their_models_and_the_papers_readings():
+    from toolssm.paper_results import NOT_RUN, paper_value
+
+    oolong = {r.row: r for r in plan(EXPERIMENTS["fig3-oolong"], "cpu")}
+    assert sorted(oolong) == ["lstm", "mamba", "pythia"]
+    assert all(r.train["task"] == "oolong" and r.train["train_size"] == 5 for r in oolong.values())
+    assert {"5", "25", "1000"} <= set(oolong["mamba"].lengths)
+    assert "0.65 at 25" in paper_value("fig3-oolong", "", "mamba") and "0.59" in paper_value("fig3-oolong", "", "pythia")
+    assert paper_value("fig3-oolong", "", "lstm") == NOT_RUN
+    rmt = {r.row: r.train["model"] for r in plan(EXPERIMENTS["d9-rmt"], "cpu")}
+    assert rmt == {"rmt-s16": {"preset": "cpu", "arch": "rmt", "segment": 16},
+                   "rmt-s64": {"preset": "cpu", "arch": "rmt", "segment": 64}}
+    assert all("no meaningful length generalization" in paper_value("d9-rmt", "", row) for row in rmt)

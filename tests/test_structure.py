@@ -50,7 +50,7 @@ ALLOWED: dict[tuple[str, str], str] = {
 #: what a model file may import from toolssm.models: the interface, the shared layers and the kernels
 MODEL_SHARED = {"base", "layers", "attention", "kernels", "scan_cpu"}
 #: model files that compose other architectures' blocks
-MODEL_COMPOSERS = {"hybrid"}
+MODEL_COMPOSERS = {"hybrid", "rmt"}  # hybrid: Mamba and attention layers; rmt: a Mistral inside each segment
 
 
 def modules(src: Path = SRC) -> dict[str, Path]:

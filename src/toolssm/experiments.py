@@ -151,5 +151,19 @@ _add(Experiment(
     {"cpu": ("4", "8", "16", "24", "30"), "paper": ("4", "8", "12", "16", "20", "24", "30")},
     requires="toolssm.tasks.codefix",
 ))  # fmt: skip
+_add(Experiment(
+    "fig3-oolong",
+    "Figure 3 [camera-ready]: Oolong-style aggregation with a retrieval tool, trained on ≤ 5 examples "
+    "(synthetic examples, models from scratch: docs/tasks/oolong.md)",
+    _models("oolong", 5, ("mamba", "pythia", "lstm")),
+    {"cpu": ("<=5", "5", "10", "15", "20", "25", "100", "1000"),
+     "paper": ("<=5", "5", "10", "15", "20", "25", "100", "1000")},
+))  # fmt: skip
+_add(Experiment(
+    "d9-rmt", "App. D.9 [camera-ready]: a Recurrent Memory Transformer on addition at two segment lengths, "
+    "trained on ≤ 5 digits",
+    tuple(Row(f"rmt-s{s}", "addition", 5, {"model.arch": "rmt", "model.segment": s}) for s in (16, 64)),
+    {"cpu": ("5", "10", "100", "1000"), "paper": ("5", "10", "20", "50", "100", "200", "500", "1000")},
+))  # fmt: skip
 _add(Experiment("theory", "Theorems 2.1 and 2.2: the executable theory demonstrations", (), {"cpu": (), "paper": ()},
                 requires="toolssm.theory", command="theory"))  # fmt: skip

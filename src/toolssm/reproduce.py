@@ -41,7 +41,7 @@ from toolssm.train import TrainConfig, check_device, check_out
 #: relative cost of a run per architecture on one CPU thread, for scheduling only (longest first): the
 #: measured train + eval seconds of `fig2-addition --scale cpu` (docs/reproduce.md), the LSTM's = 1
 CPU_COST = {"lstm": 1.0, "pythia": 1.3, "gru": 1.4, "mistral": 1.6, "mamba": 1.9, "mamba2": 2.0, "hybrid": 3.7,
-            "gated_deltanet": 3.9}  # fmt: skip
+            "gated_deltanet": 3.9, "rmt": 2.5}  # fmt: skip
 
 #: cpu scale: per size, no new evaluation batch starts after this many seconds (full attention at 1,000
 #: digits reads its whole KV cache at every one of ~36K decode steps)
@@ -116,7 +116,7 @@ class ReproduceConfig:
     experiment: tyro.conf.Positional[str]
     """one of: fig2-addition, table1-mult-x1, table1-mult-x2, table1-logic-graph, table1-hanoi,
     table2-hanoi-recursive, fig6-baselines, d6-mult-grid, d7-addition-ablations, d8-mixture, fig1-codefix,
-    theory; or `list`"""
+    fig3-oolong, d9-rmt, theory; or `list`"""
     scale: Literal["cpu", "paper"] = "cpu"
     """cpu: the 2-core recipe; paper: the paper's presets and grid (for GPUs)"""
     out: str | None = None

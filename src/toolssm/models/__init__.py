@@ -1,6 +1,6 @@
 """Models: one file per architecture, one interface (`SequenceModel`)."""
 
-from toolssm.models import gated_deltanet, hybrid, kgram, mamba, mamba2, mistral, pythia, rnn  # noqa: F401  (registers them)
+from toolssm.models import gated_deltanet, hybrid, kgram, mamba, mamba2, mistral, pythia, rmt, rnn  # noqa: F401  (registers them)
 from toolssm.models.base import (
     ModelConfig,
     SequenceModel,

@@ -108,6 +108,10 @@ class ModelConfig:
     """chunk length of the chunked parallel form (mamba2, gated_deltanet); default from the preset"""
     attn_every: int | None = None
     """every attn_every-th layer, counted from the top, is attention, the rest Mamba (hybrid); default: preset"""
+    segment: int | None = None
+    """tokens per segment (rmt); default from the preset"""
+    n_mem: int | None = None
+    """memory vectors carried between segments (rmt); default from the preset"""
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from toolssm.tasks import (  # noqa: F401  (registers)
     hanoi,
     logic_graph,
     multiplication,
+    oolong,
     subtraction,
     turing,
 )
