@@ -76,3 +76,19 @@ def test_in_distribution_column_is_shown_but_not_on_the_length_axis(tmp_path):
     assert "drawn as in training" in text
     (row,) = summarize([r])
     assert [x.spec for x in row.median_curve()] == ["5", "6"]
+
+
+def test_many_rows_are_drawn_as_small_multiples_one_panel_each(tmp_path):
+    """Figure 2 has nine rows, most at 100%: on one axes they would coincide, so each gets its own panel."""
+    import matplotlib.image
+
+    rows = ["mamba", "lstm", "gru", "mamba2", "pythia", "mistral"]
+    (tmp_path / "records").mkdir()
+    for k, row in enumerate(rows):
+        r = rec(row, 0, [1, 1, 1, 1] if k < 4 else [1, 0.0], skipped=() if k < 4 else ("100", "1000"))
+        (tmp_path / "records" / f"{r['run_id']}.jsonl").write_text(json.dumps(r) + "\n")
+    _, files = report(tmp_path)
+    png = tmp_path / "fig2-addition.png"
+    assert png in files
+    h, w = matplotlib.image.imread(png).shape[:2]
+    assert h > 600 and w > 1000  # a 2 x 3 grid, not one 6.4 x 4.2 inch axes (768 x 504 pixels)

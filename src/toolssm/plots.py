@@ -80,32 +80,20 @@ def size_tick_labels(sizes: Sequence[int], lo: float, hi: float) -> dict[int, st
     return labels
 
 
-def plot_curves(
-    curves: dict[str, Sequence[LengthResult]], path: str | Path, *, train_size: int, title: str = "",
-    ylabel: str = "answer exact match",
-) -> Path:
-    """Accuracy against size on a log x-axis: one solid line per curve (answer exact match), and a dashed one
-    for its trajectory exact match only where that differs somewhere (else it would hide under the solid
-    line). Curves get distinct markers, shrinking in draw order, so lines that coincide (many models at 100%)
-    all stay visible; with more than three curves the legend goes outside, to the right."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _draw_curves(ax, curves: dict[str, Sequence[LengthResult]], train_size: int, *, first_marker: int = 0) -> tuple[int, bool]:
+    """Draw ``curves`` on one axes (answer EM solid with its Wilson band, trajectory EM dashed where it differs) on
+    the shared log size axis; returns (how many curves had no dashed line, whether any band was drawn)."""
     import matplotlib.ticker
 
-    curves = {k: [r for r in res if not r.drawn_as_in_training] for k, res in curves.items()}
-    many = len(curves) > 3
-    fig, ax = plt.subplots(figsize=(8.4 if many else 6.4, 4.2), dpi=120)
     markers = "osD^vP*Xh<>p"
     hidden, bands = 0, False
-    for k, (label, res) in enumerate(curves.items()):
+    for k, (label, res) in enumerate(curves.items(), start=first_marker):
         res = sorted(res, key=lambda r: r.size)
         xs = [r.size for r in res]
         ans, traj = [r.answer_acc for r in res], [r.trajectory_acc for r in res]
         size = max(3.0, 9.0 - 0.6 * k)
         (line,) = ax.plot(xs, ans, "-", marker=markers[k % len(markers)], ms=size, mfc="none", mew=1.4,
-                          label=label)  # fmt: skip
+                          label=label, color=f"C{k % 10}")  # fmt: skip
         band = [(x, *r.answer_interval) for x, r in zip(xs, res) if r.n > 0]  # Wilson 95%, where measured
         if band:
             ax.fill_between([b[0] for b in band], [b[1] for b in band], [b[2] for b in band],
@@ -124,16 +112,71 @@ def plot_curves(
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: labels.get(round(v), "")))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_ylim(-0.03, 1.03)
+    ax.grid(True, which="both", alpha=0.3)
+    return hidden, bands
+
+
+def plot_curves(
+    curves: dict[str, Sequence[LengthResult]], path: str | Path, *, train_size: int, title: str = "",
+    ylabel: str = "answer exact match",
+) -> Path:
+    """Accuracy against size on a log x-axis: one solid line per curve (answer exact match) in its Wilson 95% band,
+    and a dashed one for its trajectory exact match only where that differs somewhere (else it would hide under
+    the solid line). Curves get distinct markers, shrinking in draw order, so lines that coincide stay visible;
+    with more than three curves the legend goes outside, to the right. Past `SMALL_MULTIPLES` curves, where most
+    would sit on top of each other, use `plot_small_multiples`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = {k: [r for r in res if not r.drawn_as_in_training] for k, res in curves.items()}
+    many = len(curves) > 3
+    fig, ax = plt.subplots(figsize=(8.4 if many else 6.4, 4.2), dpi=120)
+    hidden, bands = _draw_curves(ax, curves, train_size)
     ax.set_xlabel("problem size (log scale)")
     ax.set_ylabel(ylabel + (" (dashed: trajectory EM)" if hidden < len(curves) else ""))
     if bands:  # one legend entry for every curve's band
         ax.fill_between([], [], [], color="grey", alpha=0.25, lw=0, label="shaded: Wilson 95% interval")
     ax.set_title(title, fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
     if many:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.9)
     else:
         ax.legend(fontsize=8, loc="lower left", framealpha=0.9)
+    return save_figure(fig, path)
+
+
+#: more curves than this go to one panel each (`plot_small_multiples`): on one axes, most would coincide
+SMALL_MULTIPLES = 4
+
+
+def plot_small_multiples(
+    curves: dict[str, Sequence[LengthResult]], path: str | Path, *, train_size: int, title: str = "", cols: int = 3,
+) -> Path:
+    """One panel per curve, on shared axes, so curves that coincide (many models at 100%) each stay visible: Figure 2
+    with nine architectures. Each panel has its curve's band, its trajectory EM where it differs and its ``n→m``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = {k: [r for r in res if not r.drawn_as_in_training] for k, res in curves.items()}
+    rows = -(-len(curves) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.5 * rows + 0.5), dpi=120, sharex=True, sharey=True,
+                             squeeze=False)  # fmt: skip
+    for k, (label, res) in enumerate(curves.items()):
+        ax = axes[k // cols][k % cols]
+        _draw_curves(ax, {label: res}, train_size, first_marker=k)
+        ax.set_title(f"{label}: {paper_cell(train_size, res)}", fontsize=9)
+        ax.tick_params(labelsize=7)
+    for k in range(len(curves), rows * cols):
+        axes[k // cols][k % cols].axis("off")
+    for row in axes:
+        row[0].set_ylabel("answer EM", fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("size (log)", fontsize=8)
+    fig.suptitle(f"{title}\nshaded: Wilson 95% interval; grey: training sizes; dashed: trajectory EM where it differs",
+                 fontsize=9)  # fmt: skip
     return save_figure(fig, path)
 
 

@@ -26,7 +26,7 @@ import tyro
 from toolssm.evaluate import LengthResult
 from toolssm.paper_results import PAPER_NOTES, paper_value
 from toolssm.paths import check_out
-from toolssm.plots import interval_text, paper_cell, plot_curves
+from toolssm.plots import SMALL_MULTIPLES, interval_text, paper_cell, plot_curves, plot_small_multiples
 from toolssm.records import curve, results, run_cell
 from toolssm.sweep import load_records
 from toolssm.tasks.base import TRAINING_DRAW
@@ -203,8 +203,8 @@ def plot_report(rows: list[RowSummary], out: Path) -> list[Path]:
         train = min(r.train_size for r in mine)
         task = mine[0].best["task"]
         curves = {r.row: sorted(curve(r.best), key=lambda x: x.size) for r in mine}
-        paths.append(plot_curves(curves, out / f"{name}.png", train_size=train,
-                                 title=f"{name} ({task}): best run per row"))  # fmt: skip
+        draw = plot_small_multiples if len(curves) > SMALL_MULTIPLES else plot_curves
+        paths.append(draw(curves, out / f"{name}.png", train_size=train, title=f"{name} ({task}): best run per row"))
     return paths
 
 
