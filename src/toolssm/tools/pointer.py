@@ -77,7 +77,7 @@ class PointerMemory(Tool):
     def reset(self, input_tokens: Sequence[str]) -> list[str]:
         self._symbols, self._index, self._mem = [], {}, array("B")
         for t in input_tokens:
-            self._mem.append(self._intern(t))
+            self.record(t)
         self.positions = {}
         return []
 
@@ -104,4 +104,5 @@ class PointerMemory(Tool):
         return [self._symbols[self._mem[pos]] if 0 <= pos < len(self._mem) else EDGE]
 
     def record(self, token: str) -> None:
-        self._mem.append(self._intern(token))
+        i = self._intern(token)  # first: it may widen self._mem
+        self._mem.append(i)
