@@ -173,3 +173,39 @@ def test_pointer_memory_is_compact():
         tool.step(command(1, "right"))
     assert tool.step(command(1, "read")) == ["s299"]
     assert tool.step(command(1, "right")) == [] and tool.step(command(1, "read")) == [EDGE]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    from toolssm.cli import main
+
+    out = tmp_path_factory.mktemp("run")
+    argv = ["train", "--steps", "3", "--batch-size", "2", "--model.d-model", "8", "--model.n-layers", "1",
+            "--out", str(out), "--no-progress", "--train-size", "2"]  # fmt: skip
+    assert main(argv) == 0
+    return out
+
+
+def test_solve_reads_the_problem_from_a_file_or_stdin(capsys, ckpt, tmp_path, monkeypatch):
+    import io
+
+    from toolssm.cli import main
+
+    f = tmp_path / "p.txt"
+    f.write_text("12+34\n")
+    outs = []
+    for argv in (["12+34", "--engine", "torch"], ["--file", str(f)], ["--file", "-"]):
+        monkeypatch.setattr("sys.stdin", io.StringIO("12+34\n"))
+        assert main(["solve", "--checkpoint", str(ckpt), "--max-tokens", "40", *argv]) == 0
+        out = capsys.readouterr().out
+        assert "tokens/s]" in out
+        outs.append(out.splitlines()[0])  # the answer line: the same from every source and engine
+    assert outs[0] == outs[1] == outs[2]
+    for argv, needle in (
+        (["1+2", "--file", str(f)], "not both"),
+        (["--file", str(tmp_path / "none.txt")], "cannot read --file"),
+        (["1+2", "--engine", "fast"], "unknown engine 'fast'"),
+    ):
+        assert main(["solve", "--checkpoint", str(ckpt), *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err
