@@ -177,12 +177,15 @@ def test_pointer_memory_is_compact():
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    from toolssm.cli import main
+    """A tiny untrained LSTM checkpoint for addition."""
+    from toolssm.checkpoint import save_checkpoint, task_format
 
+    task = get_task("addition")
+    vocab = task.vocab()
+    kwargs = {"d_model": 8, "n_layers": 1}
     out = tmp_path_factory.mktemp("run")
-    argv = ["train", "--steps", "3", "--batch-size", "2", "--model.d-model", "8", "--model.n-layers", "1",
-            "--out", str(out), "--no-progress", "--train-size", "2"]  # fmt: skip
-    assert main(argv) == 0
+    save_checkpoint(out, build_model("lstm", len(vocab), kwargs), arch="lstm", model_kwargs=kwargs, vocab=vocab,
+                    task="addition", step=0, task_format=task_format(task))  # fmt: skip
     return out
 
 

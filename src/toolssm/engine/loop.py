@@ -19,7 +19,10 @@ a growable buffer is full (the caller doubles it). The role logic is `protocol.E
 
 from __future__ import annotations
 
+import hashlib
+import sys
 import types
+from pathlib import Path
 
 import numba as nb
 
@@ -147,9 +150,16 @@ def make_loop(name: str, model_step, tool_step, tool_record, tool_ready):
     The kernels are bound as the loop's globals (numba inlines them), not passed as first-class function
     arguments: a function that takes a dispatcher as an argument is not cached on disk by numba, and compiling
     the loop takes about half a minute. Each pair gets its own qualified name, so its on-disk cache entry is its
-    own (same source file, loop.py); a process compiles or loads each pair once."""
+    own (same source file, loop.py); a process compiles or loads each pair once. Stale entries of earlier sources
+    stay in the cache directory, unused."""
     key = (name, model_step, tool_step, tool_record, tool_ready)
     if key not in _LOOPS:
+        # numba checks a cached function against its own source file only: a kernel edited in another module
+        # would leave a stale loop on disk. The name carries a hash of every source the loop inlines.
+        h = hashlib.sha1()
+        for fn in (_decode_loop, *key[1:]):
+            h.update(Path(sys.modules[fn.__module__].__file__).read_bytes())
+        name = f"{name}_{h.hexdigest()[:12]}"
         g = dict(globals())
         g.update(model_step=model_step, tool_step=tool_step, tool_record=tool_record, tool_ready=tool_ready)
         qual = f"decode_loop_{name}"

@@ -126,8 +126,8 @@ def tape_step(tp, ts, mems, i, tok, obs):
 
 
 @nb.njit(cache=True, nogil=True)
-def tape_record(tp, ts, mems, i, tok):
-    pass
+def no_record(tp, ts, mems, i, tok):
+    """For tools whose memory is not the context (the tape, no tool): thoughts and outputs are not recorded."""
 
 
 @nb.njit(cache=True, nogil=True)
@@ -138,7 +138,7 @@ def tape_ready(tp, ts, mems, i):
 
 class TapeKernel:
     name = "tape"
-    step, record, ready = tape_step, tape_record, tape_ready
+    step, record, ready = tape_step, no_record, tape_ready
 
     def __init__(self, tools, vocab: Vocab):
         from toolssm.tools.base import ERR
@@ -188,18 +188,13 @@ def none_step(tp, ts, mems, i, tok, obs):
 
 
 @nb.njit(cache=True, nogil=True)
-def none_record(tp, ts, mems, i, tok):
-    pass
-
-
-@nb.njit(cache=True, nogil=True)
 def none_ready(tp, ts, mems, i):
     return True
 
 
 class NoToolKernel:
     name = "none"
-    step, record, ready = none_step, none_record, none_ready
+    step, record, ready = none_step, no_record, none_ready
 
     def __init__(self, tools, vocab: Vocab):
         self.tp = (np.zeros(1, np.int64),)
