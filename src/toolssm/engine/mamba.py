@@ -3,7 +3,8 @@
 Per layer and token, as MambaBlock.step: RMSNorm, in_proj, the causal depthwise conv step with silu, x_proj,
 softplus(dt_proj), the selective state update h = exp(dt A) h + dt x B, y = h C + D x, out_proj(y silu(z)) and
 the residual; then the final RMSNorm and the (tied) head. Weights are read from the module as float32; dot
-products and the element-wise math run in float64; the state is stored as float32 after each step, as
+products accumulate in float64 and the element-wise math runs in float64 (the decays exp(dt A) through the
+vectorized `rnn.vexp`); the state is stored as float32 after each step, as
 torch keeps it. Layer 0's norm and in_proj of the embedding are one lookup table (V, 2 Di), built once.
 
 State layout, one float32 row per live episode: ``[conv (L, Di, K-1), ssm (L, Di, N)]``, flattened.
@@ -17,7 +18,7 @@ import numba as nb
 import numpy as np
 import torch
 
-from toolssm.engine.rnn import _f32, _f64
+from toolssm.engine.rnn import _f32, _f64, vexp
 
 
 @nb.njit(cache=True, nogil=True, fastmath=True)
@@ -57,7 +58,7 @@ def mamba_step(mp, toks, state, scratch, logits, n):
     N = A.shape[2]
     R = dt_w.shape[2]
     Dm = emb.shape[1]
-    x, u, xz, xc, dbc, dt, y, tmp = scratch
+    x, u, xz, xc, dbc, dt, y, tmp, pre, dA, bits = scratch
     conv_len = L * Di * (K - 1)
     for j in range(n):
         t = toks[j]
@@ -93,15 +94,17 @@ def mamba_step(mp, toks, state, scratch, logits, n):
                     acc += np.float64(dt_w[l, c, r]) * tmp[r]
                 dt[c] = np.float32(_softplus(acc))
             hbase = conv_len + l * Di * N
+            for c in range(Di):  # the decays exp(dt A) of every (channel, state) pair, in one vectorized call
+                for s in range(N):
+                    pre[c * N + s] = dt[c] * A[l, c, s]
+            vexp(pre, dA, bits)
             for c in range(Di):
                 dtc, xcc = dt[c], xc[c]
                 dx = dtc * xcc
                 acc = 0.0
                 off = hbase + c * N
                 for s in range(N):
-                    h = math.exp(dtc * A[l, c, s]) * np.float64(state[j, off + s]) + dx * np.float64(
-                        np.float32(dbc[R + s])
-                    )
+                    h = dA[c * N + s] * np.float64(state[j, off + s]) + dx * np.float64(np.float32(dbc[R + s]))
                     h32 = np.float32(h)
                     state[j, off + s] = h32
                     acc += np.float64(h32) * np.float64(np.float32(dbc[R + N + s]))
@@ -163,6 +166,7 @@ def mamba_pack(model):
 
     def scratch(b):
         z = np.zeros
-        return (z(Dm), z(Dm), z(2 * Di), z(Di), z(R + 2 * N), z(Di), z(Di), z(max(R, 1)))
+        return (z(Dm), z(Dm), z(2 * Di), z(Di), z(R + 2 * N), z(Di), z(Di), z(max(R, 1)), z(Di * N), z(Di * N),
+                z(Di * N, np.int64))  # fmt: skip
 
     return mp, S, scratch
