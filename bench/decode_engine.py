@@ -195,7 +195,7 @@ def main() -> None:
     ap.add_argument("--size", default=100, type=int, help="digits of the batch-1 problem")
     ap.add_argument("--batch-size-digits", default=10, type=int, help="digits of the batch-20 problems")
     ap.add_argument("--random-tokens", default=3000, type=int, help="token budget of a random model's episode")
-    ap.add_argument("--mamba-configs", nargs="+", default=["64x2", "256x4"], help="d_model x layers")
+    ap.add_argument("--mamba-configs", nargs="*", default=["64x2", "256x4"], help="d_model x layers (none: skip)")
     ap.add_argument("--hf-tokens", default=200, type=int)
     ap.add_argument("--check", nargs="*", default=None, help="CKPT:SIZE1,SIZE2 ... (identity, not speed)")
     ap.add_argument("--n-problems", default=20, type=int)

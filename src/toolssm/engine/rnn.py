@@ -1,7 +1,8 @@
 """LSTM and GRU kernels for the compiled decode loop (the models: toolssm.models.rnn, torch.nn.LSTM / GRU).
 
-Weights are read from the torch module as they are (float32); every dot product accumulates in float64 and
-the state is rounded to float32 after each step, as torch keeps it. So the engine's logits differ from
+Weights are read from the torch module as they are (float32); matrix-vector products accumulate in float32
+(fastmath: vectorized, as torch's sgemm is), biases, gates and activations are computed in float64 (sigmoid and
+tanh through the vectorized `vexp`), and the state is rounded to float32 after each step, as torch keeps it. So the engine's logits differ from
 torch's by rounding only (about 1e-6 relative), and argmax can differ only at a near-tie (tests report the
 margin there). One precomputation: layer 0's input term is a lookup, ``T0[tok] = W_ih0 embed[tok] + b_ih0 +
 b_hh0`` (float64, built once per rollout), since its input is always one of V embeddings.
@@ -11,8 +12,6 @@ State layout, one float32 row per live episode: LSTM ``[h_0 .. h_{L-1}, c_0 .. c
 """
 
 from __future__ import annotations
-
-import math
 
 import numba as nb
 import numpy as np
@@ -30,11 +29,6 @@ def _gates(W, b, X, k0, k1, G, n):
             for k in range(w.shape[0]):
                 acc += w[k] * x[k]
             G[j, r] = b[r] + np.float64(acc)
-
-
-@nb.njit(cache=True, nogil=True)
-def _sigmoid(x):
-    return 1.0 / (1.0 + math.exp(-x))
 
 
 _LOG2E, _LN2_HI, _LN2_LO = 1.4426950408889634, 0.6931471803691238, 1.9082149292705877e-10
@@ -133,6 +127,7 @@ def gru_step(mp, toks, state, scratch, logits, n):
     GI = scratch[1]  # (B, 3D) f64: input terms
     GH = scratch[2]  # (B, 3D) f64: hidden terms
     H = scratch[3]  # (B, D) f32: the layer's old state
+    pre, ex, bits = scratch[4], scratch[5], scratch[6]  # (3D,) f64, f64, i64: vexp's work
     for l in range(L):
         if l == 0:
             for j in range(n):
@@ -147,10 +142,17 @@ def gru_step(mp, toks, state, scratch, logits, n):
         _gates(Wh_[l], Bh_[l], H, 0, D, GH, n)
         for j in range(n):
             off = l * D
+            for r in range(2 * D):  # r, z = sigmoid(x) = 1 / (1 + exp(-x)), exps vectorized
+                pre[r] = -(GI[j, r] + GH[j, r])
+            vexp(pre[: 2 * D], ex[: 2 * D], bits)
+            for r in range(2 * D):
+                ex[r] = 1.0 / (1.0 + ex[r])
+            for k in range(D):  # n = tanh(x) = 2 / (1 + exp(-2x)) - 1
+                pre[2 * D + k] = -2.0 * (GI[j, 2 * D + k] + ex[k] * GH[j, 2 * D + k])
+            vexp(pre[2 * D :], ex[2 * D :], bits)
             for k in range(D):
-                r = _sigmoid(GI[j, k] + GH[j, k])
-                z = _sigmoid(GI[j, D + k] + GH[j, D + k])
-                nn_ = math.tanh(GI[j, 2 * D + k] + r * GH[j, 2 * D + k])
+                nn_ = 2.0 / (1.0 + ex[2 * D + k]) - 1.0
+                z = ex[D + k]
                 h = np.float32((1.0 - z) * nn_ + z * np.float64(H[j, k]))
                 state[j, off + k] = h
                 X[j, k] = h
@@ -208,7 +210,7 @@ def gru_pack(model):
     mp = (np.ascontiguousarray(T0), Wi, Bi, Wh_, Bh_, _f32(model.head.weight), _f64(model.head.bias))
     return mp, L * D, lambda b: (
         np.zeros((b, D), np.float32), np.zeros((b, 3 * D), np.float64), np.zeros((b, 3 * D), np.float64),
-        np.zeros((b, D), np.float32),
+        np.zeros((b, D), np.float32), np.zeros(3 * D), np.zeros(3 * D), np.zeros(3 * D, np.int64),
     )  # fmt: skip
 
 
