@@ -212,3 +212,20 @@ def test_solve_reads_the_problem_from_a_file_or_stdin(capsys, ckpt, tmp_path, mo
         assert main(["solve", "--checkpoint", str(ckpt), *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0], err
+
+
+def test_decode_resumes_after_pausing_every_few_steps():
+    """The loop stops every `chunk` steps (the progress bar) and resumes where it was: same episodes."""
+    from toolssm import engine
+
+    task = get_task("addition")
+    vocab = task.vocab()
+    model = _model("lstm", vocab, seed=2)
+    problems = [task.draw(random.Random(20 + i), "3") for i in range(3)]
+    runs = []
+    for chunk in (1 << 16, 5):
+        eps = [task.episode(p, max_tokens=300, record=True) for p in problems]
+        fed = engine.decode(model, vocab, eps, chunk=chunk)
+        runs.append([(n, ep.output, ep.trajectory.tokens, ep.n_generated) for (n, _), ep in zip(fed, eps)])
+    assert runs[0] == runs[1]
+    assert sum(r[0] for r in runs[0]) > 50

@@ -56,8 +56,9 @@ def _decode_loop(
     active, current, ctl, E, pre_flat, pre_off, ref_flat, ref_off, queue, outs, traj_tok, traj_role,
     accepts, ts, mems, eos_id, max_steps,
 ):  # fmt: skip
-    """Run up to ``max_steps`` batched steps (model_step and the tool's functions are globals, see make_loop). Returns FINISHED (no live episode left), PAUSED (max_steps run)
-    or FULL (ctl[FULL_EP]'s buffer of kind ctl[FULL_KIND] needs to grow; nothing of this step was done)."""
+    """Run up to ``max_steps`` batched steps (model_step and the tool's functions are globals, see make_loop).
+    Returns FINISHED (no live episode left), PAUSED (max_steps run) or FULL (ctl[FULL_EP]'s buffer of kind
+    ctl[FULL_KIND] needs to grow; nothing of this step was done)."""
     steps = 0
     while ctl[LIVE] > 0:
         n = ctl[LIVE]

@@ -2,13 +2,13 @@
 
 Weights are read from the torch module as they are (float32); matrix-vector products accumulate in float32
 (fastmath: vectorized, as torch's sgemm is), biases, gates and activations are computed in float64 (sigmoid and
-tanh through the vectorized `vexp`), and the state is rounded to float32 after each step, as torch keeps it. So the engine's logits differ from
-torch's by rounding only (about 1e-6 relative), and argmax can differ only at a near-tie (tests report the
-margin there). One precomputation: layer 0's input term is a lookup, ``T0[tok] = W_ih0 embed[tok] + b_ih0 +
-b_hh0`` (float64, built once per rollout), since its input is always one of V embeddings.
+tanh through the vectorized `vexp`), and the state is rounded to float32 after each step, as torch keeps it. So
+the engine's logits differ from torch's by rounding only (about 1e-6 relative), and argmax can differ only at a
+near-tie (tests report the margin there). One precomputation: layer 0's input term is a lookup, ``T0[tok] = W_ih0
+embed[tok] + b_ih0 + b_hh0`` (float64, built once per rollout), since its input is always one of V embeddings.
 
-State layout, one float32 row per live episode: LSTM ``[h_0 .. h_{L-1}, c_0 .. c_{L-1}]``, GRU
-``[h_0 .. h_{L-1}]``, each of width D.
+State layout, one float32 row per live episode: LSTM ``[h_0 .. h_{L-1}, c_0 .. c_{L-1}]``, GRU ``[h_0 ..
+h_{L-1}]``, each of width D.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 A tool kernel is three jitted functions (see loop.py for their contracts) and a Python class that turns the
 episodes' tools, just after ``Episode.reset()``, into arrays: ``tp`` (constants, from the vocabulary), ``ts``
 (int64, one row of scalars per episode) and ``mems`` (a 2-D token-id array, one row per episode, all of one
-capacity). ``grow`` doubles the capacity when ``ready`` says an episode's row is full. (Rows rather than a
-numba typed List of arrays: a typed List costs seconds of compilation on first use in every process.) The kernels return the same
-observations as the Python tools (toolssm.tools.pointer, toolssm.tools.tape), token for token.
+capacity). ``grow`` doubles the capacity when ``ready`` says an episode's row is full. (Rows rather than a numba
+typed List of arrays: a typed List costs seconds of compilation on first use in every process.) The kernels
+return the same observations as the Python tools (toolssm.tools.pointer, toolssm.tools.tape), token for token.
 """
 
 from __future__ import annotations
