@@ -229,3 +229,15 @@ def test_decode_resumes_after_pausing_every_few_steps():
         runs.append([(n, ep.output, ep.trajectory.tokens, ep.n_generated) for (n, _), ep in zip(fed, eps)])
     assert runs[0] == runs[1]
     assert sum(r[0] for r in runs[0]) > 50
+
+
+def test_a_batch_of_differently_configured_tools_falls_back():
+    from toolssm import engine
+    from toolssm.protocol import Episode
+
+    vocab = Vocab.build(["1", "2"], PointerMemory(6).tokens)
+    model = _model("lstm", vocab)
+    eps = [Episode(PointerMemory(k), ["1", "2"], max_tokens=30) for k in (3, 6)]
+    assert "configured differently" in engine.unsupported(model, eps)
+    ref = rollout(model, vocab, [Episode(PointerMemory(k), ["1", "2"], max_tokens=30) for k in (3, 6)], engine="torch")
+    assert rollout(model, vocab, eps, engine="auto") == ref

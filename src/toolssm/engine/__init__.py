@@ -68,6 +68,9 @@ def unsupported(model: torch.nn.Module, episodes: Sequence[Episode], device: Any
     (kind,) = kinds
     if kind not in tools:
         return f"no compiled kernel for the tool {kind.__name__}"
+    first = episodes[0].tool
+    if first is not None and any(tuple(ep.tool.tokens) != tuple(first.tokens) for ep in episodes[1:]):
+        return "the episodes' tools are configured differently (one command table serves the batch)"
     return None
 
 
