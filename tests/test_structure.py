@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("toolssm.theory.turing",),  # Theorem 2.2 on the task layer's Turing machines
     ("toolssm.models",),
     ("toolssm.theory.gssm",),  # Theorem 2.1 with a model's state
+    ("toolssm.engine",),  # the compiled decoder: model and tool kernels read from the modules below
     ("toolssm.rollout", "toolssm.checkpoint", "toolssm.batching"),
     ("toolssm.export",),  # a checkpoint out to Hugging Face
     ("toolssm.evaluate",),

@@ -77,8 +77,12 @@ class EvalConfig:
 class SolveConfig:
     """Solve one problem with a trained model driving its tool; print the answer (and the trajectory)."""
 
-    problem: tyro.conf.Positional[str]
-    """the problem, e.g. 123+4567"""
+    problem: tyro.conf.Positional[str] = ""
+    """the problem, e.g. 123+4567 (or give --file)"""
+    file: str | None = None
+    """read the problem from this file (- for standard input): for problems too long for a command line"""
+    engine: str = "auto"
+    """decoder: auto (the compiled engine where it has kernels for the model and tool, else torch), compiled, torch"""
     checkpoint: str = "runs/demo"
     """checkpoint folder, or the run folder holding it"""
     trace: bool = False
@@ -168,12 +172,32 @@ def _report(results, out: Path, *, train_size: int, label: str, task: str, check
     print(f"\nwrote {out / 'table.txt'}, {out / 'results.json'} and {png}")
 
 
+def _problem_text(cfg: SolveConfig) -> str:
+    """The problem from the positional argument or from --file (a path, or - for standard input)."""
+    if (cfg.file is None) == (not cfg.problem):
+        raise ValueError("give the problem, e.g. 123+4567, as an argument or with --file PATH (- for standard input),"
+                         " not both")  # fmt: skip
+    if cfg.file is None:
+        return cfg.problem
+    if cfg.file == "-":
+        return sys.stdin.read()
+    try:
+        return Path(cfg.file).read_text()
+    except OSError as e:
+        raise ValueError(f"cannot read --file {cfg.file}: {e.strerror}") from None
+
+
 def run_solve(cfg: SolveConfig) -> int:
     _setup(1)  # decoding one token at a time: more threads only add overhead
+    from toolssm.rollout import ENGINES
+
+    if cfg.engine not in ENGINES:
+        raise ValueError(f"unknown engine {cfg.engine!r} (choose from: {', '.join(ENGINES)})")
+    text = _problem_text(cfg)
     device = resolve_device(cfg.device)
     loaded, task = load_trained(cfg.checkpoint, device)
     check_finite(loaded)
-    problem = task.parse(cfg.problem)
+    problem = task.parse(text)
     from toolssm.rollout import rollout
 
     budget = cfg.max_tokens if cfg.max_tokens is not None else task.token_budget(problem)
@@ -181,7 +205,7 @@ def run_solve(cfg: SolveConfig) -> int:
         raise ValueError(f"bad max_tokens={budget}: must be positive")
     t0 = time.perf_counter()
     with task.episode(problem, record=cfg.trace, max_tokens=budget) as ep:
-        (res,) = rollout(loaded.model, loaded.vocab, [ep], device=device)
+        (res,) = rollout(loaded.model, loaded.vocab, [ep], device=device, engine=cfg.engine)
         dt = time.perf_counter() - t0
         verdict = task.verify(problem, ep)
     if cfg.trace and res.trajectory is not None:
@@ -191,7 +215,8 @@ def run_solve(cfg: SolveConfig) -> int:
     print(f"answer: {verdict.got or '(empty)'}")
     print(
         f"verdict: {'correct' if verdict.correct else 'WRONG, expected ' + verdict.expected}"
-        f"  [{status}; {res.n_generated:,} tokens generated, {res.n_tokens:,} in all, {dt:.1f}s]"
+        f"  [{status}; {res.n_generated:,} tokens generated, {res.n_tokens:,} in all, {dt:.1f}s,"
+        f" {res.n_tokens / max(dt, 1e-9):,.0f} tokens/s]"
     )
     return 0
 

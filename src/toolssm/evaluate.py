@@ -208,7 +208,8 @@ def evaluate(
             if progress:
                 print(
                     f"  size {spec:>6}: answer {r.answer_acc:6.1%}  trajectory {r.trajectory_acc:6.1%}"
-                    f"  ({r.n} problems, {r.tokens_per_problem:,.0f} tokens each, {r.seconds:.1f}s)",
+                    f"  ({r.n} problems, {r.tokens_per_problem:,.0f} tokens each, {r.seconds:.1f}s,"
+                    f" {r.n * r.tokens_per_problem / max(r.seconds, 1e-9):,.0f} tokens/s)",
                     flush=True,
                 )
             out.append(r)

@@ -23,6 +23,9 @@ from toolssm.models import SequenceModel, select_state
 from toolssm.protocol import Episode, Trajectory, Vocab
 
 
+ENGINES = ("auto", "compiled", "torch")
+
+
 @dataclass
 class EpisodeResult:
     output: list[str]
@@ -45,13 +48,36 @@ def rollout(
     device: torch.device | str = "cpu",
     progress: bool = False,
     desc: str = "decode",
+    engine: str = "auto",
 ) -> list[EpisodeResult]:
     """Greedy-decode every episode to its end. ``references`` (token ids of expert trajectories) let the
-    rollout check, token by token, whether the model reproduced the whole trajectory."""
+    rollout check, token by token, whether the model reproduced the whole trajectory.
+
+    ``engine``: ``"torch"`` runs the loop below (the reference definition of decoding); ``"compiled"`` runs
+    the same decoding in one compiled loop (toolssm.engine, docs/engine.md), an error where it has no kernel
+    for the model or the tool; ``"auto"`` (default) the compiled loop where it applies, else the loop below."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r} (choose from: {', '.join(ENGINES)})")
     model.eval()
     n = len(episodes)
     if n == 0:
         return []
+    if engine != "torch":
+        from toolssm import engine as compiled
+
+        why = compiled.unsupported(model, episodes, device)
+        if why is None:
+            fed = compiled.decode(model, vocab, episodes, references, progress=progress, desc=desc)
+            return [
+                EpisodeResult(
+                    list(ep.output), ep.terminated, ep.truncated, ep.n_generated, n_tok,
+                    None if m is None else bool(m and n_tok == len(references[i])),  # type: ignore[index]
+                    ep.trajectory,
+                )  # fmt: skip
+                for i, (ep, (n_tok, m)) in enumerate(zip(episodes, fed))
+            ]
+        if engine == "compiled":
+            raise ValueError(f"engine='compiled': {why}")
     tok2id, id2tok = {t: i for i, t in enumerate(vocab.tokens)}, vocab.tokens
     queues = [deque(tok2id[t] for t in ep.reset()) for ep in episodes]
     n_tokens = [0] * n

@@ -10,10 +10,15 @@ observations are never appended. Each pointer has four single-token commands::
 
 A read outside memory returns ``[EDGE]``; a pointer may stand outside memory and walk back in. Using a
 pointer that was never created, or sending a token that is not a command, returns ``[ERR]``.
+
+Memory is compact: one small integer a token (an ``array.array`` of indices into the tool's own table of the
+symbols it has seen: 1 byte a token while there are at most 256 of them, 4 bytes beyond), not a list of
+strings, so the memory of a 36-million-token episode is tens of megabytes. ``memory`` gives it back as strings.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 
 from toolssm.tools.base import ERR, Tool, register_tool
@@ -45,11 +50,35 @@ class PointerMemory(Tool):
             command(k, op): (k, op) for k in range(1, n_pointers + 1) for op in _OPS
         }
         self.tokens = (*self._commands, EDGE, ERR)
-        self.memory: list[str] = []
+        self._symbols: list[str] = []  # the symbols seen, in order of first sight
+        self._index: dict[str, int] = {}  # symbol -> its index in _symbols
+        self._mem = array("B")  # the memory: indices into _symbols
         self.positions: dict[int, int] = {}
 
+    def _intern(self, token: str) -> int:
+        i = self._index.get(token)
+        if i is None:
+            i = self._index[token] = len(self._symbols)
+            self._symbols.append(token)
+            if i == 256 and self._mem.typecode == "B":  # a 257th symbol: widen to 4 bytes a token
+                self._mem = array("I", self._mem)
+        return i
+
+    @property
+    def memory(self) -> list[str]:
+        """The memory as token strings (input, then every thought and output token)."""
+        sym = self._symbols
+        return [sym[i] for i in self._mem]
+
+    def memory_ids(self, vocab) -> list[int]:
+        """The memory as ids of ``vocab`` (a `toolssm.protocol.Vocab`)."""
+        table = [vocab.id(s) for s in self._symbols]
+        return [table[i] for i in self._mem]
+
     def reset(self, input_tokens: Sequence[str]) -> list[str]:
-        self.memory = list(input_tokens)
+        self._symbols, self._index, self._mem = [], {}, array("B")
+        for t in input_tokens:
+            self.record(t)
         self.positions = {}
         return []
 
@@ -73,7 +102,8 @@ class PointerMemory(Tool):
         if op == "right":
             self.positions[k] = pos + 1
             return []
-        return [self.memory[pos] if 0 <= pos < len(self.memory) else EDGE]
+        return [self._symbols[self._mem[pos]] if 0 <= pos < len(self._mem) else EDGE]
 
     def record(self, token: str) -> None:
-        self.memory.append(token)
+        i = self._intern(token)  # first: it may widen self._mem
+        self._mem.append(i)
