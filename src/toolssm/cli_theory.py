@@ -87,7 +87,7 @@ class TheoryConfig:
     """architecture of the conjecture's models (cpu preset)"""
     conj_train_size: int = 4
     """the conjecture's models train on inputs of length ≤ this"""
-    conj_steps: int = 400
+    conj_steps: int = 600
     """training steps per conjecture run"""
     conj_batch_size: int = 16
     """batch size per conjecture run"""

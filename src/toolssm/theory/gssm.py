@@ -161,9 +161,10 @@ def theorem21_figure(
     import numpy as np
 
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7.2, 7.0), dpi=120, sharex=True)
-    for label, res in curves.items():
+    for k, (label, res) in enumerate(curves.items()):  # markers and dashes differ: equal curves stay visible
         res = sorted(res, key=lambda r: r.size)
-        ax1.plot([r.size for r in res], [r.answer_acc for r in res], "o-", label=f"{label}: answer EM")
+        ax1.plot([r.size for r in res], [r.answer_acc for r in res], ("o-", "s--", "^-.", "v:")[k % 4],
+                 ms=7 - 2 * (k % 3), label=f"{label}: answer EM")  # fmt: skip
     ax1.axhline(alpha, color="k", lw=0.8, ls=":", label=f"α = {alpha:g}")
     ax1.axvspan(1, train_size, color="grey", alpha=0.12, lw=0, label=f"training sizes (≤ {train_size})")
     ax1.set_ylabel("exact-match accuracy")
