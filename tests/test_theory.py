@@ -245,6 +245,10 @@ def test_theory_cli_prints_tables_and_saves_plots(capsys, tmp_path):
         (["theory", "--train-steps", "-1"], "bad train_steps=-1"),
         (["theory", "--gssm-tasks", "nope"], "unknown task 'nope'"),
         (["theory", "--gssm-tasks", "hanoi"], "bad --gssm-tasks hanoi"),
+        (["theory", "--min-indist", "1.5"], "bad min_indist=1.5"),
+        (["theory", "--gssm-arch", "nope"], "unknown model 'nope'"),
+        (["theory", "--parts", "conjecture", "--conj-seeds"], "needs --conj-machines and --conj-seeds"),
+        (["theory", "--conj-steps", "0"], "bad conj_steps=0"),
     ],
 )
 def test_theory_cli_bad_input_is_one_line(capsys, tmp_path, argv, needle):
@@ -261,10 +265,65 @@ def test_theory_refuses_a_checkpoint_of_another_task_and_reruns_on_its_trained_m
     assert main(["theory", "--parts", "gssm", "--checkpoints", f"h={hanoi}", "--out", str(tmp_path / "th")]) == 2
     assert "is for task hanoi: Theorem 2.1 is about n-digit addition" in capsys.readouterr().err
     argv = ["theory", "--parts", "gssm", "--gssm-tasks", "addition-reversed", "--train-steps", "2", "--sizes", "1",
-            "--gssm-problems", "1", "--out", str(tmp_path / "th")]  # fmt: skip
+            "--gssm-problems", "1", "--gssm-arch", "lstm", "--gssm-batch-size", "2", "--indist-problems", "5",
+            "--out", str(tmp_path / "th")]  # fmt: skip
     assert main(argv) == 0
     assert main(argv) == 0  # the rerun continues its finished quick model instead of refusing the folder
     assert "from step 2 of 2 (finished: nothing to train)" in capsys.readouterr().out
+
+
+def test_an_undertrained_model_is_refused_and_its_curve_not_shown(capsys, tmp_path):
+    argv = ["theory", "--parts", "gssm", "--gssm-tasks", "addition-reversed", "--train-steps", "2", "--sizes", "1", "2",
+            "--gssm-problems", "2", "--gssm-arch", "lstm", "--gssm-batch-size", "2", "--indist-problems", "20",
+            "--gssm-train-size", "2", "--out", str(tmp_path / "th")]  # fmt: skip
+    assert main(argv) == 0  # two steps of training: nowhere near 95% on problems drawn as in training
+    out = capsys.readouterr().out
+    assert "REFUSED: undertrained" in out and "refused: undertrained" in out
+    data = __import__("json").loads((tmp_path / "th" / "theory.json").read_text())["theorem_2_1"]
+    (model,) = data["models"].values()
+    assert model["in_distribution"] < 0.95 and model["train_size"] == 2 and model["in_distribution_n"] == 20
+    assert "results" not in model and list(data["refused"]) == list(data["models"])  # no curve measured
+    # the same model with the gate off: its curve is measured and shown
+    assert main([*argv, "--min-indist", "0", "--out", str(tmp_path / "th0")]) == 0
+    (model,) = __import__("json").loads((tmp_path / "th0" / "theory.json").read_text())["theorem_2_1"]["models"].values()
+    assert [r["size"] for r in model["results"]] == [1, 2] and "refused" not in model
+
+
+@pytest.mark.parametrize("acc, passes", [(0.949, False), (0.95, True), (1.0, True), (0.0, False)])
+def test_in_distribution_gate(acc, passes):
+    from toolssm.cli_theory import in_distribution_gate
+
+    why = in_distribution_gate(acc, 200, 3, 0.95)
+    assert (why is None) == passes
+    if why:
+        assert "undertrained" in why and f"{acc:.1%}" in why and "≤ 3 digits" in why
+
+
+def test_theorem21_lower_panel_plots_log10_counts_on_a_linear_axis():
+    log2_s = 2 * 2 * 96 * 32
+    fig = gssm.theorem21_figure({}, {"m": (log2_s, gssm.crossover(log2_s, 0.05))}, alpha=0.05, train_size=3, n_max=20000)
+    ax2 = fig.axes[1]
+    assert ax2.get_yscale() == "linear" and ax2.get_xscale() == "log"
+    assert ax2.get_ylabel().startswith("log10") and ax2.get_ylim()[0] >= 0  # no negative decades
+    ys = ax2.lines[0].get_ydata()
+    assert ys[0] == 0 and 19000 < ys[-1] < 21000  # the curve is log10 supp itself: ~n - 1.34 at n = 20,000
+    assert 3698 < ax2.lines[1].get_ydata()[0] < 3700  # log10 |S| = 12,288·log10 2
+    __import__("matplotlib.pyplot").pyplot.close(fig)
+
+
+def test_the_conjecture_table_has_every_machine_and_seed(capsys, tmp_path):
+    argv = ["theory", "--parts", "conjecture", "--conj-steps", "1", "--conj-batch-size", "1", "--conj-train-size", "1",
+            "--conj-scale", "2", "--conj-problems", "1", "--conj-seeds", "0", "1", "2", "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    runs = __import__("json").loads((tmp_path / "theory.json").read_text())["conjecture"]["runs"]
+    assert [(r["machine"], r["seed"]) for r in runs] == [(m, s) for m in MACHINES for s in (0, 1, 2)]
+    for r in runs:
+        assert 0 <= r["in_distribution"] <= 1 and 0 <= r["length_generalization"] <= 1 and r["test_n"] == 2
+        assert (tmp_path / "conjecture" / f"{r['machine']}-s{r['seed']}" / "log.jsonl").exists()
+    out = capsys.readouterr().out
+    assert out.count("\n palindrome |") + out.count("\npalindrome |") == 6  # a line as each run ends, then the table
+    # Theorem 2.2's learner on the same draws: at length ≤ 1 it has not seen every transition of any machine
+    assert all(int(r["table_pairs_seen"].split("/")[0]) < int(r["table_pairs_seen"].split("/")[1]) for r in runs)
 
 
 def test_a_learner_stopped_by_the_token_budget_is_truncated_not_crashed():

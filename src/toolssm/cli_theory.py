@@ -6,7 +6,12 @@ holds), and two failures: training on D_1 alone, and forgetting one needed pair.
 
 Part 2, Theorem 2.1, for n-digit addition: supp_α(f(D_n)) against the number of states the given models
 can hold at their precision, next to those models' measured exact match. Models come from ``--checkpoints``
-or, without them, from a short training of small LSTMs on the CoT-only and single-turn ablations.
+or, without them, from a quick training of small Mamba models on the CoT-only and single-turn ablations
+(≤ 3 digits). A model's curve is shown only if it is at least ``--min-indist`` (95%) exact on problems drawn
+as in training: an undertrained model fails at every size, so its "collapse" says nothing about length.
+
+Part 3 (``--parts conjecture``), the paper's open conjecture: SGD on each machine's traces, for several
+seeds, tested in distribution and at ``--conj-scale`` × the training length.
 """
 
 from __future__ import annotations
@@ -55,14 +60,41 @@ class TheoryConfig:
     """trained addition models for Theorem 2.1, as LABEL=PATH or PATH (default: train quick ones)"""
     gssm_tasks: tuple[str, ...] = ("addition-reversed", "addition-calculator")
     """tasks to train quick models on when no checkpoints are given (CoT-only, single-turn)"""
-    train_steps: int = 800
+    train_steps: int = 1500
     """training steps for each quick model; 0 skips the measured curves"""
+    gssm_arch: str = "mamba"
+    """architecture of the quick models (cpu preset)"""
+    gssm_train_size: int = 3
+    """operand digits the quick models train on (≤ N, as `train --train-size`)"""
+    gssm_batch_size: int = 256
+    """batch size of the quick models"""
+    min_indist: float = 0.95
+    """a model's collapse with length is shown only if its answer exact match on problems drawn as in training
+    ('<=N', N its training size) is at least this; below it, the model is marked undertrained and not plotted"""
+    indist_problems: int = 200
+    """problems drawn as in training for that check"""
     sizes: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16, 20, 32)
     """operand digits at which the models are tested"""
     gssm_problems: int = 50
     """problems per size for the Theorem 2.1 models' evaluation"""
     parts: tuple[str, ...] = ("turing", "gssm")
-    """which parts to run: turing (Theorem 2.2), gssm (Theorem 2.1)"""
+    """which parts to run: turing (Theorem 2.2), gssm (Theorem 2.1), conjecture (SGD on the TM traces)"""
+    conj_machines: tuple[str, ...] = tuple(DEMOS)
+    """machines for the conjecture (tasks tm-<machine>)"""
+    conj_seeds: tuple[int, ...] = (0, 1, 2)
+    """training seeds of the conjecture's models (one run per machine and seed)"""
+    conj_arch: str = "lstm"
+    """architecture of the conjecture's models (cpu preset)"""
+    conj_train_size: int = 6
+    """the conjecture's models train on inputs of length ≤ this"""
+    conj_steps: int = 600
+    """training steps per conjecture run"""
+    conj_batch_size: int = 16
+    """batch size per conjecture run"""
+    conj_scale: int = 10
+    """length generalization is tested at conj_scale × conj_train_size"""
+    conj_problems: int = 20
+    """test problems per conjecture run and size (in distribution: drawn as in training)"""
     seed: int = 0
     """seed of the sampled problems and of the quick models' training"""
     progress: bool = False
@@ -81,12 +113,27 @@ def _validate(cfg: TheoryConfig) -> None:
         raise ValueError("n0 >= 0; n0_search, problems and gssm_problems >= 1; budget_cap >= 0")
     if not cfg.scales or min(cfg.scales) < 1 or not cfg.sizes or min(cfg.sizes) < 1 or cfg.bits < 1:
         raise ValueError("scales, sizes and bits must be positive")
-    if set(cfg.parts) - {"turing", "gssm"} or not cfg.parts:
-        raise ValueError(f"bad parts {' '.join(cfg.parts)}: choose from turing, gssm")
+    if set(cfg.parts) - {"turing", "gssm", "conjecture"} or not cfg.parts:
+        raise ValueError(f"bad parts {' '.join(cfg.parts)}: choose from turing, gssm, conjecture")
     if "turing" in cfg.parts and not cfg.machines:
         raise ValueError("no machines for Theorem 2.2: give --machines NAME [NAME ...]")
     if cfg.train_steps < 0:
         raise ValueError(f"bad train_steps={cfg.train_steps}: must be >= 0 (0: no measured curves)")
+    if not 0 <= cfg.min_indist <= 1:
+        raise ValueError(f"bad min_indist={cfg.min_indist}: an accuracy between 0 and 1")
+    for name in ("gssm_train_size", "gssm_batch_size", "indist_problems", "conj_train_size", "conj_steps",
+                 "conj_batch_size", "conj_scale", "conj_problems"):  # fmt: skip
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"bad {name}={getattr(cfg, name)}: must be >= 1")
+    from toolssm.models import ModelConfig, resolve
+
+    resolve(ModelConfig(arch=cfg.gssm_arch))  # an unknown name: a one-line error
+    if "conjecture" in cfg.parts:
+        resolve(ModelConfig(arch=cfg.conj_arch))
+        for m in cfg.conj_machines:
+            get_demo(m)
+        if not cfg.conj_machines or not cfg.conj_seeds:
+            raise ValueError("the conjecture needs --conj-machines and --conj-seeds")
     if "gssm" in cfg.parts:  # checked before the Turing part runs, so a refusal leaves the folder as it was
         _check_addition(cfg)
 
@@ -213,18 +260,31 @@ def _models(cfg: TheoryConfig, say) -> dict[str, Path]:
         return out
     if cfg.train_steps <= 0:
         return {}
+    from toolssm.models import ModelConfig
     from toolssm.train import TrainConfig, train
 
     out = {}
     for task in cfg.gssm_tasks:
         run_dir = Path(cfg.out) / "gssm" / task
         t0 = time.perf_counter()
-        tc = TrainConfig(task=task, steps=cfg.train_steps, out=str(run_dir), seed=cfg.seed, progress=cfg.progress,
-                         threads=1, save_every=cfg.train_steps, device="cpu", resume=True)  # fmt: skip
+        tc = TrainConfig(task=task, model=ModelConfig(arch=cfg.gssm_arch), train_size=cfg.gssm_train_size,
+                         steps=cfg.train_steps, batch_size=cfg.gssm_batch_size, out=str(run_dir), seed=cfg.seed,
+                         progress=cfg.progress, threads=1, save_every=min(500, cfg.train_steps), device="cpu",
+                         resume=True)  # fmt: skip
         # resume: a rerun finds its models trained; other --train-steps or --seed are refused, naming them
         out[task] = train(tc)
-        say(f"   trained lstm on {task} for {cfg.train_steps} steps in {time.perf_counter() - t0:.0f}s")
+        say(f"   trained {cfg.gssm_arch} on {task} (≤ {cfg.gssm_train_size} digits, {cfg.train_steps} steps of "
+            f"{cfg.gssm_batch_size}) in {time.perf_counter() - t0:.0f}s")  # fmt: skip
     return out
+
+
+def in_distribution_gate(acc: float, n: int, train_size: int, min_acc: float) -> str | None:
+    """None when a model's answer exact match on problems drawn as in training passes ``min_acc``; else why its
+    curve says nothing about length (an undertrained model fails at every size, not past its training size)."""
+    if acc >= min_acc:
+        return None
+    return (f"undertrained: {acc:.1%} exact on {n} problems drawn as in training (≤ {train_size} digits), "
+            f"below {min_acc:.0%}; its collapse with length is not shown")  # fmt: skip
 
 
 def theorem21(cfg: TheoryConfig, say) -> tuple[dict, Path]:
@@ -239,40 +299,113 @@ def theorem21(cfg: TheoryConfig, say) -> tuple[dict, Path]:
     say(_table([["n", "supp_α(f(D_n))", "log10"]] + [[str(r.n), str(r.supp) if r.supp < 10**12 else f"~10^{r.log10_supp:.1f}",
                                                       f"{r.log10_supp:.2f}"] for r in supp]))  # fmt: skip
     torch.set_num_threads(1)
-    curves, bounds, info = {}, {}, {}
-    train_size = 5
+    curves, bounds, info, refused = {}, {}, {}, {}
+    train_size = cfg.gssm_train_size
     for label, path in _models(cfg, say).items():
         loaded, task = load_trained(path, "cpu")
         train_size = int(loaded.config.get("train", {}).get("train_size", 5))
         log2_s = gssm.state_bits(loaded.model, cfg.bits)
         n_star = gssm.crossover(log2_s, cfg.alpha)
-        res = evaluate(loaded.model, task, loaded.vocab, [str(n) for n in cfg.sizes], n_problems=cfg.gssm_problems,
-                       seed=1234, with_token_acc=False, progress=cfg.progress)  # fmt: skip
         regime = task.demonstrate(task.sample(random.Random(0), 3)).regime().value
         name = f"{label} ({loaded.arch}, {regime})"
-        curves[name], bounds[name] = res, (log2_s, n_star)
-        collapse = next((r.size for r in res if r.size > train_size and r.answer_acc <= cfg.alpha), None)
-        info[name] = {"checkpoint": str(path), "task": loaded.task, "regime": regime, "state_numbers": log2_s // cfg.bits,
-                      "log2_states": log2_s, "log10_states": log2_s * math.log10(2), "crossover_n": n_star,
-                      "first_n_at_or_below_alpha": collapse, "results": [asdict(r) for r in res]}  # fmt: skip
+        bounds[name] = (log2_s, n_star)
+        # first the gate: is the model right on problems drawn as in training? only then is a collapse with
+        # length evidence of anything
+        (ind,) = evaluate(loaded.model, task, loaded.vocab, [f"<={train_size}"], n_problems=cfg.indist_problems,
+                          seed=4321, with_token_acc=False, progress=cfg.progress)  # fmt: skip
+        why = in_distribution_gate(ind.answer_acc, ind.n, train_size, cfg.min_indist)
+        d = {"checkpoint": str(path), "task": loaded.task, "regime": regime, "train_size": train_size,
+             "in_distribution": ind.answer_acc, "in_distribution_n": ind.n, "state_numbers": log2_s // cfg.bits,
+             "log2_states": log2_s, "log10_states": log2_s * math.log10(2), "crossover_n": n_star}  # fmt: skip
+        info[name] = d
+        say(f"   {name}: {ind.answer_acc:.1%} exact on {ind.n} problems drawn as in training (≤ {train_size} digits)"
+            + (f"  REFUSED: {why}" if why else ""))  # fmt: skip
+        if why:
+            refused[name] = d["refused"] = why
+            continue
+        res = evaluate(loaded.model, task, loaded.vocab, [str(n) for n in cfg.sizes], n_problems=cfg.gssm_problems,
+                       seed=1234, with_token_acc=False, progress=cfg.progress)  # fmt: skip
+        curves[name] = res
+        d["first_n_at_or_below_alpha"] = next((r.size for r in res if r.size > train_size and r.answer_acc <= cfg.alpha), None)
+        d["results"] = [asdict(r) for r in res]
     if curves:
         say("\n" + format_comparison(curves, train_size=train_size))
-        rows = [["model", "state numbers", "log10 |S|", "bound: fails from n*", "measured: acc ≤ α from n"]]
+    if info:
+        rows = [["model", "in distribution", "state numbers", "log10 |S|", "bound: fails from n*", "measured: acc ≤ α from n"]]
         for name, d in info.items():
-            rows.append([name, f"{d['state_numbers']:,}", f"{d['log10_states']:,.0f}", f"{d['crossover_n']:,}",
-                         str(d["first_n_at_or_below_alpha"] or "not within the tested sizes")])  # fmt: skip
+            measured = ("refused: undertrained" if "refused" in d else
+                        str(d["first_n_at_or_below_alpha"] or "not within the tested sizes"))  # fmt: skip
+            rows.append([name, f"{d['in_distribution']:.1%} (≤ {d['train_size']})", f"{d['state_numbers']:,}",
+                         f"{d['log10_states']:,.0f}", f"{d['crossover_n']:,}", measured])  # fmt: skip
         say("\n" + _table(rows))
     say(
         "\n   What the bound predicts: past n*, no model with that state (any weights) can be right more than α of\n"
         "   the time in the CoT-only or single-turn regime. What it does not predict: when trained models actually\n"
         f"   fail. |S| ≤ 2^({cfg.bits}·numbers) counts every float pattern; trained networks use a vanishing fraction\n"
         "   of them; the paper's ablations (App. D.7) fail just past their training length, thousands of digits\n"
-        "   before n*. Compare the measured table above."
+        f"   before n*. A model below {cfg.min_indist:.0%} on problems drawn as in training is not plotted: it fails\n"
+        "   everywhere, so its curve says nothing about length."
     )
     n_max = max([*cfg.sizes, *(n for _, n in bounds.values())]) * 3 if bounds else 10**4
     png = gssm.plot_theorem21(curves, bounds, Path(cfg.out) / "theorem21.png", alpha=cfg.alpha,
                               train_size=train_size, n_max=n_max)  # fmt: skip
-    return {"alpha": cfg.alpha, "supp": [{"n": r.n, "log10_supp": r.log10_supp, "supp": str(r.supp) if r.supp < 10**300 else None} for r in supp], "models": info}, png
+    return {"alpha": cfg.alpha, "min_in_distribution": cfg.min_indist, "refused": refused,
+            "supp": [{"n": r.n, "log10_supp": r.log10_supp, "supp": str(r.supp) if r.supp < 10**300 else None} for r in supp],
+            "models": info}, png  # fmt: skip
+
+
+# -- the conjecture: gradient descent on the same traces ------------------------------------------------------
+
+
+def conjecture(cfg: TheoryConfig, say) -> dict:
+    """Train a model by SGD on each machine's compiled traces (tasks tm-<machine>), for each seed, and test it
+    on problems drawn as in training and at conj_scale × the training length."""
+    from toolssm.checkpoint import load_checkpoint
+    from toolssm.evaluate import evaluate
+    from toolssm.models import ModelConfig
+    from toolssm.tasks import get_task
+    from toolssm.train import TrainConfig, train
+
+    n, long = cfg.conj_train_size, cfg.conj_scale * cfg.conj_train_size
+    say("== The conjecture: gradient descent on the Turing-machine traces (the paper's footnote) ==")
+    say(f"   {cfg.conj_arch} (cpu preset), {cfg.conj_steps} steps of {cfg.conj_batch_size}, trained on lengths ≤ {n};"
+        f" answer exact match on {cfg.conj_problems} problems drawn as in training and at n = {long}\n")  # fmt: skip
+    torch.set_num_threads(1)
+    rows = [["machine", "seed", f"≤ {n} (in distribution)", f"n = {long}", "train s", "eval s",
+             "table learner: pairs seen", f"its errors at n = {long}"]]  # fmt: skip
+    table = []
+    for machine in cfg.conj_machines:
+        task, demo = get_task(f"tm-{machine}"), get_demo(machine)
+        # Theorem 2.2's learner on as many draws as one SGD run sees: does the training size cover the machine?
+        draws = -(-cfg.conj_steps * cfg.conj_batch_size // n)
+        learner = TableLearner().fit(training_traces(demo, n, draws, seed=cfg.seed))
+        e_table = evaluate_learner(learner, demo, long, cfg.conj_problems, seed=cfg.seed)
+        seen = f"{len(learner.table)}/{len(demo.machine.delta)}"
+        for seed in cfg.conj_seeds:
+            t0 = time.perf_counter()
+            tc = TrainConfig(task=task.name, model=ModelConfig(arch=cfg.conj_arch), train_size=n, steps=cfg.conj_steps,
+                             batch_size=cfg.conj_batch_size, seed=seed, out=str(Path(cfg.out) / "conjecture" / f"{machine}-s{seed}"),
+                             progress=cfg.progress, threads=1, save_every=cfg.conj_steps, device="cpu", resume=True)  # fmt: skip
+            path = train(tc)
+            t1 = time.perf_counter()
+            loaded = load_checkpoint(path, "cpu")
+            ind, gen = evaluate(loaded.model, task, loaded.vocab, [f"<={n}", str(long)], n_problems=cfg.conj_problems,
+                                seed=4321, with_token_acc=False, progress=cfg.progress)  # fmt: skip
+            t2 = time.perf_counter()
+            r = {"machine": machine, "seed": seed, "train_size": n, "test_n": long, "in_distribution": ind.answer_acc,
+                 "length_generalization": gen.answer_acc, "problems": cfg.conj_problems,
+                 "train_seconds": round(t1 - t0, 1), "eval_seconds": round(t2 - t1, 1), "table_pairs_seen": seen,
+                 "table_errors": e_table.errors}  # fmt: skip
+            table.append(r)
+            rows.append([machine, str(seed), f"{ind.answer_acc:.0%}", f"{gen.answer_acc:.0%}", f"{t1 - t0:.0f}",
+                         f"{t2 - t1:.0f}", seen, f"{e_table.errors}/{e_table.problems}"])  # fmt: skip
+            say(" | ".join(rows[-1]))  # as it finishes; the table follows
+    say("\n" + _table(rows))
+    say("\n   train s: about 0 for a run found finished in its folder (a rerun resumes it). The table learner is\n"
+        "   Theorem 2.2's, fitted on as many draws from D_1..D_n as one SGD run sees: where it has not seen every\n"
+        "   transition, no learner is owed length generalization.")
+    return {"arch": cfg.conj_arch, "steps": cfg.conj_steps, "batch_size": cfg.conj_batch_size, "train_size": n,
+            "test_n": long, "runs": table}  # fmt: skip
 
 
 def run_theory(cfg: TheoryConfig) -> int:
@@ -294,8 +427,11 @@ def run_theory(cfg: TheoryConfig) -> int:
     if "gssm" in cfg.parts:
         report["theorem_2_1"], png = theorem21(cfg, say)
         pngs.append(png)
+        say()
+    if "conjecture" in cfg.parts:
+        report["conjecture"] = conjecture(cfg, say)
     (out / "theory.txt").write_text("\n".join(lines) + "\n")
     (out / "theory.json").write_text(json.dumps(report, indent=2))
-    print(f"\nwrote {out / 'theory.txt'}, {out / 'theory.json'}, {', '.join(map(str, pngs))} "
+    print(f"\nwrote {', '.join(map(str, [out / 'theory.txt', out / 'theory.json', *pngs]))} "
           f"in {time.perf_counter() - t0:.0f}s")  # fmt: skip
     return 0

@@ -138,18 +138,22 @@ def supp_table(ns, alpha: float) -> list[SuppRow]:
     return rows
 
 
-def plot_theorem21(
+def plot_theorem21(curves: dict[str, list], bounds: dict[str, tuple[int, int]], path, **kw):
+    """`theorem21_figure`, saved to ``path``; returns the path."""
+    return save_figure(theorem21_figure(curves, bounds, **kw), path)
+
+
+def theorem21_figure(
     curves: dict[str, list],
     bounds: dict[str, tuple[int, int]],
-    path,
     *,
     alpha: float,
     train_size: int,
     n_max: int,
 ):
     """Two panels on one log n-axis. Top: measured answer exact match per model (``LengthResult`` lists),
-    with α as a horizontal line. Bottom: log10 supp_α(f(D_n)) against log10 |S| per model, a vertical line
-    at each crossover. ``bounds[label] = (log2 |S|, crossover n)``."""
+    with α as a horizontal line. Bottom: log10 supp_α(f(D_n)) against log10 |S| per model on a linear axis
+    (the counts overflow floats), a vertical line at each crossover. ``bounds[label] = (log2 |S|, crossover n)``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -157,9 +161,10 @@ def plot_theorem21(
     import numpy as np
 
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7.2, 7.0), dpi=120, sharex=True)
-    for label, res in curves.items():
+    for k, (label, res) in enumerate(curves.items()):  # markers and dashes differ: equal curves stay visible
         res = sorted(res, key=lambda r: r.size)
-        ax1.plot([r.size for r in res], [r.answer_acc for r in res], "o-", label=f"{label}: answer EM")
+        ax1.plot([r.size for r in res], [r.answer_acc for r in res], ("o-", "s--", "^-.", "v:")[k % 4],
+                 ms=7 - 2 * (k % 3), label=f"{label}: answer EM")  # fmt: skip
     ax1.axhline(alpha, color="k", lw=0.8, ls=":", label=f"α = {alpha:g}")
     ax1.axvspan(1, train_size, color="grey", alpha=0.12, lw=0, label=f"training sizes (≤ {train_size})")
     ax1.set_ylabel("exact-match accuracy")
@@ -177,11 +182,14 @@ def plot_theorem21(
         ax1.axvline(n_star, color=color, ls=":", lw=1)
         ax2.annotate(f"n*={n_star:,}", (n_star, log2_s * math.log10(2)), textcoords="offset points",
                      xytext=(-60, 8), fontsize=7, color=color)  # fmt: skip
-    ax2.set_yscale("symlog")
+    # log10 values on a linear axis: every tick is a decade count that means something (supp_α exceeds
+    # the float range, so the counts themselves cannot go on a log axis)
+    ax2.set_yscale("linear")
+    ax2.set_ylim(bottom=0)
     ax2.set_xscale("log")
     ax2.set_xlim(0.8, n_max * 1.2)
     ax2.set_xlabel("operand digits n (log scale)")
-    ax2.set_ylabel("log10 (count)")
+    ax2.set_ylabel("log10 (count), linear axis")
     ax2.legend(fontsize=7, loc="upper left", framealpha=0.9)
     ax2.grid(True, which="both", alpha=0.3)
-    return save_figure(fig, path)
+    return fig
