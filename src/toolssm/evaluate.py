@@ -67,6 +67,7 @@ def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
     return max(0.0, center - half), min(1.0, center + half)
 
 
+@torch.no_grad()
 def token_accuracy(
     model: SequenceModel, trajs: Sequence[Trajectory], vocab: Vocab, device, chunk: int = 4096
 ) -> tuple[int, int]:
