@@ -78,6 +78,12 @@ SETUP_ATTEMPTS = 3  # tries to bring a sandbox up before its error becomes the o
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 #: processes of the sandbox beyond the command's own: bwrap's outer process and its pid 1, the wrappers
 EXTRA_PIDS = 4
+#: room in the episode's pids cgroup for finished commands' exited processes not yet reaped: a namespace's pid 1
+#: that outlives bwrap's outer process is reparented to the host's init, which reaps it when it gets to it, and
+#: until then it still counts in pids.current (one per command, measured: 32 after 32 commands, then dropping
+#: in batches). Without the room, a long episode's later commands failed to fork ("fork: retry: Resource
+#: temporarily unavailable"). A fork bomb is still stopped by RLIMIT_NPROC (nproc) inside its user namespace.
+ORPHAN_ROOM = 256
 NUL_REFUSAL = "the command contains a NUL byte, which bash cannot take; nothing ran"
 
 
@@ -325,7 +331,7 @@ class _Cgroup:
                         with contextlib.suppress(OSError):
                             (d / "memory.swap.max").write_text("0")
                 else:
-                    (d / "pids.max").write_text(str(limits.nproc + EXTRA_PIDS))
+                    (d / "pids.max").write_text(str(limits.nproc + EXTRA_PIDS + ORPHAN_ROOM))
             except OSError:  # not offered here: no group of ours without its limit
                 if made:
                     with contextlib.suppress(OSError):
