@@ -311,9 +311,6 @@ def run_demo(cfg: DemoConfig) -> int:
     check_eval_memory(task, cfg.lengths, n_problems=cfg.n_problems, batch_size=cfg.eval_batch_size)
     out = Path(cfg.out)
     run = demo_run(cfg)
-    if not cfg.resume and find_checkpoint_or_none(out) is not None:
-        TrainConfig(**{f.name: getattr(cfg, f.name) for f in fields(TrainConfig)}).validate()
-        raise ValueError(f"{out} already holds a checkpoint: drop --no-resume to continue it, or choose another --out")
     t0 = time.perf_counter()
     if record_path(out, run).is_file():
         print(f"toolssm demo: {out} holds this demo's finished run ({record_path(out, run)}): its results")
@@ -321,17 +318,13 @@ def run_demo(cfg: DemoConfig) -> int:
         print(f"toolssm demo: train {cfg.model.arch} on {cfg.task} of size <= {cfg.train_size}, "
               f"then test at sizes {', '.join(cfg.lengths)}")  # fmt: skip
     _setup(cfg.eval_threads)
-    rec = execute(run, out, folder=out, progress=cfg.progress)
+    rec = execute(run, out, folder=out, progress=cfg.progress, resume=cfg.resume)
     print(f"trained in {rec['train_s']:.0f}s, evaluated in {rec['eval_s']:.0f}s; checkpoint: {out / 'checkpoint'}")
     _report(record_results(rec), out / "eval", train_size=cfg.train_size, label=cfg.model.arch, task=cfg.task,
             checkpoint=str(out / "checkpoint"), seeds={"eval_seed": run.eval_seed, "train_seed": cfg.seed})  # fmt: skip
     print(f"demo finished in {time.perf_counter() - t0:.0f}s (training {rec['train_s']:.0f}s). "
           f"Try: toolssm solve --checkpoint {cfg.out} {_example(task, cfg.lengths[0])} --trace")  # fmt: skip
     return 0
-
-
-def find_checkpoint_or_none(out: Path) -> Path | None:
-    return next((out / d for d in ("checkpoint", "checkpoint.prev") if (out / d / "config.json").is_file()), None)
 
 
 @dataclass

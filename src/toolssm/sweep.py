@@ -275,11 +275,12 @@ def aggregate(root: str | Path) -> Path:
 
 def execute(
     run: Run, root: str | Path, commit: str = "", jobs: int = 1, *, folder: str | Path | None = None,
-    progress: bool = False,
+    progress: bool = False, resume: bool = True,
 ) -> dict[str, Any]:
     """Train (resuming from the run's checkpoint if there is one), evaluate, write the record; return it.
     ``folder``: the run's folder (default ``root/runs/<run id>``; `toolssm demo` trains in its --out);
-    ``progress``: progress bars for training and decoding."""
+    ``progress``: progress bars for training and decoding; ``resume`` False: train's refusal of a folder that holds
+    a checkpoint (`toolssm demo --no-resume`)."""
     from toolssm.checkpoint import load_trained
     from toolssm.evaluate import evaluate
 
@@ -289,7 +290,7 @@ def execute(
         return json.loads(path.read_text())
     t0, started = time.perf_counter(), time.time()
     cfg = run.train_config(Path(folder) if folder is not None else root / "runs" / run.run_id)
-    cfg.progress = progress
+    cfg.progress, cfg.resume = progress, resume
     ckpt = train(cfg)
     t_train = time.perf_counter() - t0
     device = resolve_device(cfg.device)
