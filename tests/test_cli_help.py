@@ -60,6 +60,54 @@ def test_an_unknown_flag_keeps_tyros_suggestion(capsys):
     assert "--stpes" in err and "perhaps you meant --steps" in err
 
 
+def _choices(text: str, flag: str) -> set[str]:
+    """The choices `--help` lists for one flag, e.g. ``--task {addition,hanoi,...}`` (wrapped over lines)."""
+    flat = re.sub(r"[\s│|]+", "", text)
+    m = re.search(re.escape(flag) + r"\[?\{([^}]*)\}", flat)
+    assert m, f"{flag} lists no choices"
+    return set(m.group(1).split(","))
+
+
+def test_task_model_preset_and_device_are_choices_from_the_registries():
+    from toolssm.models import model_names
+    from toolssm.models.base import MODELS
+    from toolssm.tasks import task_names
+
+    text = _help(["train", "--help"])
+    assert _choices(text, "--task") == set(task_names())
+    assert _choices(text, "--model") == set(model_names())
+    assert _choices(text, "--model.preset") == {p for n in model_names() for p in MODELS.get(n).presets}
+    assert {"auto", "cpu", "cuda"} <= _choices(text, "--device")
+    assert "(default: addition)" in " ".join(text.split())  # the default as a name, not tyro's "['addition']"
+    assert _choices(_help(["compare", "--help"]), "--models") == set(model_names())
+    assert _choices(_help(["solve", "--help"]), "--engine") == {"auto", "compiled", "torch"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["train", "--task", "additon"], "unknown task 'additon' (choose from: addition, "),
+        (["train", "--model", "lstmm"], "unknown model 'lstmm' (choose from: "),
+        (["train", "--model.preset", "cpuu"], "unknown preset 'cpuu' (choose from: cpu, paper); perhaps you meant cpu"),
+        (["eval", "--device", "tpu"], "unknown device 'tpu' (choose from: auto, cpu, cuda"),
+        (["compare", "--models", "lstm", "nope"], "unknown model 'nope'"),
+    ],
+)
+def test_a_bad_choice_is_one_line_with_every_choice(capsys, argv, needle):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("toolssm: error:") and "\n" not in err
+    assert needle in err
+    if argv[-1] in ("additon", "lstmm"):
+        assert f"perhaps you meant {argv[-1][:-1] if argv[-1] == 'lstmm' else 'addition'}" in err
+
+
+def test_a_suggestion_names_flags_only_not_words_of_their_help(capsys):
+    assert main(["train", "--stepz", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("perhaps you meant --steps (see --help)"), err  # not "--seed" from analyze's wrapped help
+
+
 def test_an_unknown_command_suggests_the_closest(capsys):
     assert main(["trian"]) == 2
     err = capsys.readouterr().err.strip()
@@ -75,3 +123,4 @@ def test_shell_completion_comes_from_the_same_definitions(tmp_path):
     for name in COMMANDS:
         assert name in script
     assert "--train-size" in script and "--eval-every" in script
+    assert "multiplication-x2" in script and "gated_deltanet" in script  # the choices of --task and --model

@@ -7,6 +7,7 @@ there as it would in site-packages. Everything runs in subprocesses, as a user w
 """
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -168,6 +169,11 @@ def test_a_plugin_task_tool_and_model_train_evaluate_and_solve(plugin, tmp_path)
     r = toolssm_run("solve", "--checkpoint", str(run), "abba", path=[plugin], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "verdict:" in r.stdout
+    # --help lists the plugin's names among the choices of --task and --model (completion reads the same choices)
+    r = toolssm_run("train", "--help", path=[plugin], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    flat = "".join(r.stdout.split())
+    assert re.search(r"--task\{[^}]*plugin-copy[^}]*\}", flat) and re.search(r"--model\{[^}]*plugin-gru[^}]*\}", flat)
     # without the plugin on the path the names are unknown: one-line errors
     r = toolssm_run("train", "--task", "plugin-copy", "--out", str(tmp_path / "x"), path=[], cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.strip().startswith("toolssm: error: unknown task 'plugin-copy'")

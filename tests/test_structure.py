@@ -22,7 +22,7 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 LAYERS: list[tuple[str, ...]] = [
     # leaves: no toolssm imports
     ("toolssm", "toolssm.theory", "toolssm.runtime", "toolssm.paper_results", "toolssm.tokenizer", "toolssm.plots",
-     "toolssm.loggers", "toolssm.paths"),
+     "toolssm.loggers", "toolssm.paths", "toolssm.choices"),
     ("toolssm.protocol", "toolssm.provenance"),
     ("toolssm.tools", "toolssm.locality"),
     ("toolssm.tasks",),

@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Annotated, Union
+from typing import Annotated, Literal, Union
 
 import torch
 import tyro
@@ -38,7 +38,9 @@ from toolssm.records import results as record_results
 from toolssm.reproduce import CPU_COST, ReproduceConfig, run_reproduce
 from toolssm.runtime import keep_freed_memory
 from toolssm.sweep import Run, execute, parse_overrides, record_path, set_dotted, sweep
-from toolssm.tasks import get_task
+from toolssm.choices import choice, device_names
+from toolssm.models import model_names
+from toolssm.tasks import get_task, task_names
 from toolssm.train import TimeLimitReached, TrainConfig, check_out, load_config_file, resolve_device, train
 
 DEFAULT_LENGTHS = ("5", "10", "100", "1000")
@@ -63,7 +65,7 @@ class EvalConfig:
     """where to write results (default: <run>/eval)"""
     token_acc: bool = True
     """also measure teacher-forced token accuracy"""
-    device: str = "auto"
+    device: Annotated[str, choice(device_names)] = "auto"
     """auto (cuda when present), cpu or cuda"""
     threads: int = 1
     """torch CPU threads for decoding: its per-token ops are tiny, so more threads only add overhead"""
@@ -81,7 +83,7 @@ class SolveConfig:
     """the problem, e.g. 123+4567 (or give --file)"""
     file: str | None = None
     """read the problem from this file (- for standard input): for problems too long for a command line"""
-    engine: str = "auto"
+    engine: Literal["auto", "compiled", "torch"] = "auto"
     """decoder: auto (the compiled engine where it has kernels for the model and tool, else torch), compiled, torch"""
     checkpoint: str = "runs/demo"
     """checkpoint folder, or the run folder holding it"""
@@ -89,7 +91,7 @@ class SolveConfig:
     """print the full trajectory, one role per line"""
     max_tokens: int | None = None
     """generation budget (default: the task's)"""
-    device: str = "cpu"
+    device: Annotated[str, choice(device_names)] = "cpu"
     """cpu or cuda (decoding one problem: the CPU is usually faster)"""
 
 
@@ -226,7 +228,7 @@ class AnalyzeConfig:
     """Predict length generalization before training: the expert's policy window k, and whether the k-token
     contexts at each test size were seen in training (the k-gram learner's row, without training it)."""
 
-    task: str = "addition"
+    task: Annotated[str, choice(task_names)] = "addition"
     """task name"""
     train_size: int = 5
     """largest problem size in the training sample"""
@@ -331,13 +333,13 @@ def run_demo(cfg: DemoConfig) -> int:
 class CompareConfig:
     """Train several architectures with the demo recipe and compare their length generalization (Figure 2)."""
 
-    models: tuple[str, ...] = ("lstm", "gru", "mamba", "pythia", "mistral")
+    models: Annotated[tuple[str, ...], choice(model_names, many=True)] = ("lstm", "gru", "mamba", "pythia", "mistral")
     """architectures (cpu presets), each trained with the demo recipe"""
     out: str = "runs/compare"
     """a sweep folder: one run per model (runs/, records/); a rerun skips the finished ones"""
     jobs: int = 2
     """models trained at once, each in its own process with one torch thread"""
-    task: str = "addition"
+    task: Annotated[str, choice(task_names)] = "addition"
     """task name"""
     train_size: int = 5
     """largest problem size seen in training"""
@@ -435,7 +437,7 @@ class DataConfig:
     per trajectory with its problem, tokens and roles. The file is the online training stream for --seed and
     --batch-size, so `toolssm train --data FILE` with the same two trains exactly as online generation."""
 
-    task: str = "addition"
+    task: Annotated[str, choice(task_names)] = "addition"
     """task name"""
     size: int = 5
     """largest problem size, drawn as training draws (train's --train-size)"""
@@ -491,19 +493,54 @@ COMMANDS = {
 }
 
 
+_SEPARATOR = re.compile(r"^[─\-━ ]+$")
+
+
+def _choice_error(msg: str) -> str | None:
+    """tyro's "invalid choice 'x' for argument '--task'. Expected one of (...)." in the house style: what kind of
+    name it was, the choices, and the closest one."""
+    m = re.match(r"invalid choice '(.*)' for argument '([^']*)'\. Expected one of \((.*)\)\.?$", msg)
+    if not m:
+        return None
+    value, flag, listed = m.groups()
+    choices = re.findall(r"'([^']*)'", listed)
+    first = flag.split("/")[0]
+    noun = next((k for k in ("task", "preset", "device", "engine") if k in first), None)
+    noun = noun or ("model" if any(k in first for k in ("model", "arch")) else f"value for {first}")
+    close = difflib.get_close_matches(value, choices, n=1)
+    hint = f"; perhaps you meant {close[0]}" if close else ""
+    return f"unknown {noun} {value!r} (choose from: {', '.join(choices)}){hint}"
+
+
 def _one_line(captured: str) -> str:
-    """Condense tyro's boxed error message to one line: its first sentence, and the flags it suggests."""
+    """Condense tyro's boxed error message to one line: its first paragraph, and the flags it suggests."""
     lines = [re.sub(r"^[\s│╭╰─┃|]+|[\s│╮╯─┃|]+$", "", ln) for ln in captured.splitlines()]
-    lines = [ln for ln in lines if ln and not set(ln) <= set("─-━ ")]
-    if not lines:
+    blocks: list[list[str]] = [[]]  # the title, then the paragraphs between tyro's rules
+    for ln in lines:
+        if ln and _SEPARATOR.match(ln):
+            blocks.append([])
+        elif ln:
+            blocks[-1].append(ln)
+    blocks = [b for b in blocks if b]
+    if not blocks:
         return "bad command line (see --help)"
-    body = [ln for ln in lines[1:] if not ln.lower().startswith(("usage", "for full helptext", "argument helptext"))]
-    msg = body[0] if body else lines[0]
-    if msg.endswith(":") and len(body) > 1:  # "Missing from toolssm solve:" names what below it
-        msg = f"{msg} {' '.join(body[1:3])}"
-    at = next((i for i, ln in enumerate(body) if ln.lower().startswith("perhaps you meant")), None)
-    if at is not None:  # tyro's suggestions: the flags (or commands) it lists, without their help lines
-        flags = [ln.split()[0] for ln in body[at + 1 :] if ln.startswith("-") or re.fullmatch(r"[a-z][\w-]*", ln)]
+    body = [ln for b in blocks[1:] for ln in b
+            if not ln.lower().startswith(("usage", "for full helptext", "argument helptext"))]  # fmt: skip
+    first = next((b for b in blocks[1:] if not b[0].lower().startswith(("usage", "for full helptext"))), blocks[0])
+    msg = " ".join(first) if first is not blocks[0] else first[0]
+    if len(blocks) == 1 and len(first) > 1:  # no rules: the title line, then the message
+        msg = first[1]
+    choice = _choice_error(re.sub(r"\s+", " ", msg))
+    if choice:
+        return f"{choice} (see --help)"
+    raw = [re.sub(r"^[│┃|]|[│┃|]\s*$", "", ln).rstrip() for ln in captured.splitlines()]
+    at = next((i for i, ln in enumerate(raw) if ln.strip().lower().startswith("perhaps you meant")), None)
+    if at is not None:  # tyro's suggestions: the flags (or commands) it lists, less indented than their help lines
+        msg = next(ln for b in blocks[1:] for ln in b)  # the sentence before the suggestions
+        listed = [ln for ln in raw[at + 1 :] if ln.strip() and not _SEPARATOR.match(ln.strip())]
+        listed = listed[: next((i for i, ln in enumerate(listed) if ln.strip().lower().startswith("for full")), None)]
+        indent = min((len(ln) - len(ln.lstrip()) for ln in listed), default=0)
+        flags = [ln.split()[0] for ln in listed if len(ln) - len(ln.lstrip()) == indent]
         if flags:
             msg = f"{msg}; perhaps you meant {', '.join(dict.fromkeys(flags[:3]))}"
     return f"{msg} (see --help)"

@@ -22,9 +22,12 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated
 
 import torch
 
+from toolssm.choices import choice
+from toolssm.models import model_names
 from toolssm.tasks.turing_machines import DEMOS, TableLearner, get_demo, run, state_token
 from toolssm.theory import gssm
 from toolssm.theory.turing import estimate_n0, evaluate_learner, sample_budget, training_traces
@@ -62,7 +65,7 @@ class TheoryConfig:
     """tasks to train quick models on when no checkpoints are given (CoT-only, single-turn)"""
     train_steps: int = 1500
     """training steps for each quick model; 0 skips the measured curves"""
-    gssm_arch: str = "mamba"
+    gssm_arch: Annotated[str, choice(model_names)] = "mamba"
     """architecture of the quick models (cpu preset)"""
     gssm_train_size: int = 3
     """operand digits the quick models train on (≤ N, as `train --train-size`)"""
@@ -83,7 +86,7 @@ class TheoryConfig:
     """machines for the conjecture (tasks tm-<machine>)"""
     conj_seeds: tuple[int, ...] = (0, 1, 2)
     """training seeds of the conjecture's models (one run per machine and seed)"""
-    conj_arch: str = "lstm"
+    conj_arch: Annotated[str, choice(model_names)] = "lstm"
     """architecture of the conjecture's models (cpu preset)"""
     conj_train_size: int = 6
     """the conjecture's models train on inputs of length ≤ this"""

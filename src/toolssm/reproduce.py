@@ -27,10 +27,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tyro
 
+from toolssm.choices import choice, device_names
 from toolssm.experiments import DATA_COUNT, EXPERIMENTS, PAPER_STEPS, Experiment
 from toolssm.models import ModelConfig, has_fixed_state
 from toolssm.report import report
@@ -133,7 +134,7 @@ class ReproduceConfig:
     """override the problems per size"""
     set: tuple[str, ...] = ()
     """training overrides for every run, key=value (e.g. steps=100 model.d_model=32)"""
-    device: str = "auto"
+    device: Annotated[str, choice(device_names)] = "auto"
     """auto (cuda when present), cpu or cuda, for every run"""
     dry_run: bool = False
     """list the runs (done or to do) and stop"""

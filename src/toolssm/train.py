@@ -40,6 +40,7 @@ import time
 import warnings
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import torch.distributed as dist
@@ -55,6 +56,7 @@ from toolssm.checkpoint import (
     save_checkpoint,
     task_format,
 )
+from toolssm.choices import choice, device_names
 from toolssm.data import Ordered, is_dataset_file, read_dataset
 from toolssm.evaluate import evaluate_size
 from toolssm.limits import check_steps, check_train_memory
@@ -63,7 +65,7 @@ from toolssm.models import ModelConfig, SequenceModel, build_model, n_params, re
 from toolssm.models.hf import load_hf_remapped, local_folder, read_hf_config
 from toolssm.paths import RunLock, check_out  # noqa: F401  (check_out: imported from here by other modules)
 from toolssm.protocol import PAD, Trajectory, Vocab
-from toolssm.tasks import Task, get_task
+from toolssm.tasks import Task, get_task, task_names
 
 
 #: TrainConfig fields that say where and how a run goes, not what it learns: a resumed run may change them
@@ -78,7 +80,7 @@ EVAL_SEED = 1234
 class TrainConfig:
     """Train a model on a task's expert trajectories."""
 
-    task: str = "addition"
+    task: Annotated[str, choice(task_names)] = "addition"
     """task name"""
     train_size: int = 5
     """largest problem size seen in training (digits for addition)"""
@@ -118,7 +120,7 @@ class TrainConfig:
     """save a checkpoint every N steps (and at the end, and on a stop)"""
     log_every: int = 25
     """write a training row to log.jsonl every N steps"""
-    device: str = "auto"
+    device: Annotated[str, choice(device_names)] = "auto"
     """auto (cuda when present), cpu or cuda"""
     threads: int = 0
     """torch CPU threads (0: torch's default)"""

@@ -19,9 +19,9 @@ from typing import Annotated, Any
 
 import torch
 import torch.utils.checkpoint
-import tyro
 from torch import Tensor, nn
 
+from toolssm.choices import choice
 from toolssm.registry import Registry
 from toolssm.registry import where as registry_where
 
@@ -78,9 +78,9 @@ def select_state(state: State | None, index: Tensor) -> State | None:
 class ModelConfig:
     """Which architecture, at which preset; any field left unset comes from the preset."""
 
-    arch: Annotated[str, tyro.conf.arg(aliases=("--model",))] = "lstm"
+    arch: Annotated[str, choice(model_names, aliases=("--model",))] = "lstm"
     """architecture: one of the registered models (lstm, gru, ...)"""
-    preset: str = "cpu"
+    preset: Annotated[str, choice(preset_names)] = "cpu"
     """cpu (trains in minutes on 2 cores) or paper (the paper's size)"""
     d_model: int | None = None
     """width (hidden size); default from the preset"""
@@ -137,6 +137,11 @@ def register(name: str, presets: dict[str, dict[str, Any]]):
 
 def model_names() -> list[str]:
     return MODELS.names()
+
+
+def preset_names() -> list[str]:
+    """Every preset name of any registered model (cpu, paper, ...)."""
+    return sorted({p for n in model_names() for p in MODELS.get(n).presets})
 
 
 def gradient_model_names() -> list[str]:
