@@ -16,8 +16,10 @@ learner emits [EOS] and fails, as Theorem 2.2's learner does on a pair outside i
 the one every counted trajectory ends with ([EOS]); before any counting it is id 2, [EOS] in every vocabulary
 `toolssm.protocol.Vocab.build` makes.
 
-The table is the checkpoint: one int64 tensor of (j, key, next id + 1, count) rows, which safetensors saves
-and loads like any weights. The model knows nothing of tasks: it sees token ids. ``toolssm train --model
+The table is the checkpoint: one int64 tensor of (j, key, next id + 1, count) rows, sorted by (j, key, next),
+which safetensors saves and loads like any weights. A batch's rows are merged into it (`merge_rows`: O(table)
+per batch, no re-sort), and the rule reads each j as a slice: counting at k = 64 costs about what k = 32 did
+before (a window past the input's length, e.g. Oolong's 37 or a CoT without a tool's 64, is counted too). The model knows nothing of tasks: it sees token ids. ``toolssm train --model
 kgram`` counts the same online batches a gradient model would train on (`toolssm.train`).
 """
 
