@@ -76,8 +76,8 @@ RECORDED = {
     "hanoi-paper": ("–", "–", ""),
     "hanoi-recursive": ("`7→12 (100%)`, 4 of 4 seeds", "–", "docs/tasks/hanoi.md"),
     "logic-graph": ("not learned (0% at 10)", "`10→1K (100%)`", "docs/tasks/logic_graph.md"),
-    "codefix": ("–", "`16→64 (100%)`", "README"),
-    "codefix-single": ("–", "40% at 4 functions, 0% from 8", "README"),
+    "codefix": ("`16→– (<5%)`: 10% at 4 and 12, 1,200 steps", "`16→64 (100%)`", "README, docs/tasks/codefix.md"),
+    "codefix-single": ("0% at 4 to 64", "40% at 4 functions, 0% from 8", "README, docs/tasks/codefix.md"),
     "oolong": ("55%, 65%, 20%, 5% at 5, 10, 25, 1,000 examples", "100%, 60%, 40%, 5% at 5, 10, 25, 1,000 examples",
                "README, docs/tasks/oolong.md"),
 }
