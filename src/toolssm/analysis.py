@@ -17,7 +17,8 @@ exact match, so the fractions at each size make its ``n→m (p%)`` row without t
 
 The training sample is the problems ``toolssm train --steps S --batch-size B --seed SEED`` draws, and the
 test problems are those ``toolssm eval --n-problems N --seed SEED`` draws, so the prediction and the
-k-gram learner's measured row are about the same problems. Windows are hashed to 64-bit keys
+k-gram learner's measured row are about the same problems. With stored trajectories (``analyze --data``, code
+fixing's collection), the training sample is the batches ``train --data`` draws from them. Windows are hashed to 64-bit keys
 (`toolssm.locality.suffix_keys`); test trajectories are made and checked one at a time.
 """
 
