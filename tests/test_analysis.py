@@ -159,3 +159,25 @@ def test_window_keys_tell_windows_apart_exactly_as_tuples_do(k):
     for key, tup in zip(keys.tolist(), tuples):
         assert by_key.setdefault(key, tup) == tup  # no two windows share a key
     assert len(by_key) == len(set(tuples))
+
+
+def test_analyze_data_takes_the_training_sample_from_a_stored_file_as_train_data_does(tmp_path, capsys):
+    """`analyze --data FILE`: the training sample is what `train --data FILE` draws (a dataset file: its
+    records in order). A file written with seed 7 gives the analysis of seed 7's online sample, not seed 0's."""
+    from toolssm.data import load_stored, records, write_dataset
+
+    task = get_task("addition")
+    path = write_dataset(tmp_path / "seed7.jsonl", records(task, 3, 8, seed=7, batch_size=4))
+    stored = analyze(task, 3, ["4"], steps=2, batch_size=4, n_problems=6, data=load_stored(task, path))
+    online7 = analyze(task, 3, ["4"], steps=2, batch_size=4, seed=7, n_problems=6, by_train_size=False)
+    online0 = analyze(task, 3, ["4"], steps=2, batch_size=4, seed=0, n_problems=6, by_train_size=False)
+    key = lambda a: (a.k, a.contexts, a.train_tokens, [(r.exact, r.unseen, r.wrong) for r in a.sizes])  # noqa: E731
+    assert key(stored) == key(online7) != key(online0)
+    assert stored.stored == 8 and stored.n_train == 8 and stored.k_by_train_size == {}
+    assert main(["analyze", "--task", "addition", "--data", str(path), "--train-size", "3", "--sizes", "4",
+                 "--steps", "2", "--batch-size", "4", "--n-problems", "6", "--no-progress"]) == 0  # fmt: skip
+    assert "trained on 8 draws from 8 stored trajectories" in capsys.readouterr().out
+    for bad in ([str(tmp_path / "missing.jsonl"), "--sizes", "4"], [str(path), "--sizes", "zero"]):
+        assert main(["analyze", "--task", "addition", "--data", *bad, "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("toolssm: error:") and len(err.strip().splitlines()) == 1, err

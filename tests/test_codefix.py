@@ -351,3 +351,37 @@ def test_bad_training_data_is_named_in_one_line(records, bpe, tmp_path):
         task.bpe = None
         with pytest.raises(ValueError, match=needle):
             task.load_data(tmp_path / name)
+
+
+@pytest.mark.parametrize("agent,task_name", [("interactive", "codefix"), ("single-turn", "codefix-single")])
+def test_analyze_data_predicts_the_counted_kgram_row_on_stored_codefix_trajectories(records, bpe, tmp_path, agent,
+                                                                                    task_name, capsys):  # fmt: skip
+    """`analyze --data`: the stored trajectories, tokenized with the tokenizer beside them as `train --data`
+    does, are the training sample; the test sizes are run by the task's agent in the sandbox. The predicted
+    trajectory match is the one the k-gram learner counted on the same file measures."""
+    from toolssm.analysis import analyze
+    from toolssm.cli import main
+    from toolssm.data import load_stored
+    from toolssm.evaluate import evaluate
+    from toolssm.models import ModelConfig
+    from toolssm.train import TrainConfig, fit
+
+    data = tmp_path / "data"
+    path = write_jsonl(data / f"{agent}.jsonl", records[agent])
+    bpe.save(data)
+    task = get_task(task_name)
+    task.bpe = None
+    a = analyze(task, 6, ["4", "6"], steps=2, batch_size=4, n_problems=2, data=load_stored(task, path), max_k=32)
+    assert task.bpe.to_str() == bpe.to_str() and a.stored == 3 and a.n_train == 8
+    assert all(r.n == 2 and r.tokens_per_problem > 100 and r.unseen + r.wrong > 0 for r in a.sizes)
+    cfg = TrainConfig(task=task_name, data=str(path), train_size=6, model=ModelConfig(arch="kgram", window=a.k),
+                      steps=2, batch_size=4, out=str(tmp_path / "run"), progress=False)  # fmt: skip
+    _, model = fit(cfg)
+    measured = evaluate(model, task, task.vocab(), ["4", "6"], n_problems=2, with_token_acc=False, progress=False)
+    assert [r.trajectory_acc for r in measured] == [r.exact for r in a.sizes]
+    if task_name == "codefix":
+        return  # the command line once, on the shorter single-turn trajectories
+    assert main(["analyze", "--task", task_name, "--data", str(path), "--train-size", "6", "--sizes", "4",
+                 "--steps", "2", "--batch-size", "4", "--n-problems", "1", "--no-progress"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "trained on 8 draws from 3 stored trajectories" in out and "predicted (k-gram learner): 6→" in out

@@ -2,6 +2,8 @@
 
 import random
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -118,3 +120,59 @@ def test_on_turing_machine_traces_it_matches_the_table_learner_token_for_token(m
             outcomes.add(ref.output == demo.truth(x))
     if machine != "increment":  # increment's traces cover its table from two lengths on
         assert outcomes == {True, False}  # agreement was tested where the table learner fails, and where not
+
+
+def test_counting_batch_by_batch_merges_into_the_table_counting_all_at_once_makes():
+    """`merge_rows` adds a batch to the sorted table without re-sorting it (what made k > 32 slow): the result
+    is the table of every row counted at once, and its rule (`from_rows`) is `best_next`'s on the raw rows."""
+    from toolssm.locality import ContextTable, best_next
+    from toolssm.models.kgram import distinct_rows, merge_rows
+
+    rng = np.random.default_rng(0)
+    batches = [np.stack([rng.integers(1, 4, n), rng.integers(-30, 30, n) * 2**57, rng.integers(1, 5, n),
+                         np.ones(n, dtype=np.int64)], 1) for n in (50, 1, 80, 0, 40)]  # fmt: skip
+    table = np.zeros((0, 4), dtype=np.int64)
+    for b in batches:
+        table = merge_rows(table, distinct_rows(b) if len(b) else None)
+    every = np.concatenate(batches)
+    assert np.array_equal(table, distinct_rows(every)) and table[:, 3].sum() == len(every)
+    got = ContextTable.from_rows(3, table)
+    shuffled = ContextTable.from_rows(3, table[rng.permutation(len(table))])  # unsorted rows: sorted first
+    for j, (keys, nxt, conflicted) in enumerate(got.tables, 1):
+        want = best_next(every[every[:, 0] == j, 1], every[every[:, 0] == j, 2])
+        assert all(np.array_equal(a, b) for a, b in zip((keys, nxt, conflicted), want))
+        assert all(np.array_equal(a, b) for a, b in zip(shuffled.tables[j - 1], want))
+    assert all(t[2].any() and not t[2].all() for t in got.tables)  # both kinds of context, at every length
+
+
+def test_past_k_32_the_counted_model_writes_the_analysis_table_token_for_token():
+    """Oolong's policy window is above 32 (the running tally is copied across an example): counted with that
+    window, the model's next token at every generated position is the analysis table's (the stop token where
+    the context is unseen), on trajectories longer than training's."""
+    from toolssm.analysis import Encoded, analyze, context_table, eval_problems, training_problems
+    from toolssm.locality import context_keys
+
+    task = get_task("oolong")
+    vocab = task.vocab()
+    a = analyze(task, 5, ["5"], steps=4, batch_size=16, n_problems=1, by_train_size=False)
+    assert a.k > 32
+    model = build_model("kgram", len(vocab), {"window": a.k})
+    cfg = TrainConfig(task="oolong", train_size=5, batch_size=16)
+    for step in range(4):
+        model.fit_counts(*make_batch(task, vocab, cfg, step))
+    table = context_table([Encoded.of(task.demonstrate(p), vocab) for p in training_problems(task, 5, 4, 16, 0)], a.k)
+    assert len(table) == len(model.table)
+    trajs = [task.demonstrate(p) for p in eval_problems(task, "12", 3, 1234)]
+    tokens, mask = collate(trajs, vocab)
+    with torch.no_grad():
+        got = model(tokens)[0].argmax(-1)
+
+    n_unseen = 0
+    for i, traj in enumerate(trajs):
+        e = Encoded.of(traj, vocab)
+        at = np.flatnonzero(e.gen)
+        nxt, _ = table.predict([key[at] for key in context_keys(e.ids, a.k)])
+        n_unseen += int((nxt == 0).sum())
+        want = np.where(nxt == 0, int(model.stop), nxt - 1)
+        assert got[i, at - 1].tolist() == want.tolist()
+    assert 0 < n_unseen < sum(len(t) for t in trajs)

@@ -26,7 +26,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("toolssm.protocol", "toolssm.provenance"),
     ("toolssm.tools", "toolssm.locality"),
     ("toolssm.tasks",),
-    ("toolssm.data", "toolssm.env", "toolssm.limits", "toolssm.analysis"),  # trajectories as datasets; a task as a gymnasium env
+    ("toolssm.data", "toolssm.env", "toolssm.limits"),  # trajectories as datasets; a task as a gymnasium env
+    ("toolssm.analysis",),  # reads stored trajectories as train --data draws them (toolssm.data)
     ("toolssm.theory.turing",),  # Theorem 2.2 on the task layer's Turing machines
     ("toolssm.models",),
     ("toolssm.theory.gssm",),  # Theorem 2.1 with a model's state

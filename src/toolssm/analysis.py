@@ -17,7 +17,8 @@ exact match, so the fractions at each size make its ``n→m (p%)`` row without t
 
 The training sample is the problems ``toolssm train --steps S --batch-size B --seed SEED`` draws, and the
 test problems are those ``toolssm eval --n-problems N --seed SEED`` draws, so the prediction and the
-k-gram learner's measured row are about the same problems. Windows are hashed to 64-bit keys
+k-gram learner's measured row are about the same problems. With stored trajectories (``analyze --data``, code
+fixing's collection), the training sample is the batches ``train --data`` draws from them. Windows are hashed to 64-bit keys
 (`toolssm.locality.suffix_keys`); test trajectories are made and checked one at a time.
 """
 
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from toolssm.data import stored_batch
 from toolssm.locality import ContextTable, best_next, context_keys, smallest_window, suffix_keys
 from toolssm.protocol import EOS, Role, Trajectory, Vocab
 from toolssm.tasks import Task
@@ -145,6 +147,7 @@ class Analysis:
     train_tokens: int
     contexts: int  # distinct contexts (of 1..k tokens) in the training table
     exchangeable: str = ""  # the regex of tokens read as one class (`Exchangeable`); "" for none
+    stored: int = 0  # with --data: the stored trajectories the sample was drawn from (0: drawn online)
     sizes: list[SizeReport] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -301,10 +304,15 @@ def analyze(
     exchangeable: str = "",
     by_train_size: bool = True,
     progress: bool = False,
+    data: list[Trajectory] | None = None,
 ) -> Analysis:
     """The policy window on the training sample, then the coverage of its contexts at each size in ``sizes``.
     ``k``: the table's context length (a k-gram learner's ``--model.window``); 0: the policy window.
-    ``exchangeable``: a regex for tokens read as one class and written as copies (`Exchangeable`)."""
+    ``exchangeable``: a regex for tokens read as one class and written as copies (`Exchangeable`).
+    ``data``: stored trajectories (`toolssm.data.load_stored`, as ``train --data`` loads them): the training
+    sample is then the batches ``train --data`` draws from them (`toolssm.data.stored_batch`), and the window by
+    training size is not computed (a stored trajectory carries no problem size); test sizes are still drawn
+    and demonstrated by the task's expert."""
     for s in sizes:  # bad sizes fail before any work
         task.spec_size(s)
     t0 = time.perf_counter()
@@ -312,9 +320,14 @@ def analyze(
     same = Exchangeable(vocab, exchangeable) if exchangeable else None
     if same is not None:
         vocab = same.vocab
-    problems = training_problems(task, train_size, steps, batch_size, seed)
-    sample = [Encoded.of(task.demonstrate(p), vocab, same) for p in problems]
-    sizes_drawn = [task.size(p) for p in problems]
+    if data is not None:
+        trajs = [t for step in range(steps) for t in stored_batch(data, step, batch_size, seed)]
+        sample = [Encoded.of(t, vocab, same) for t in trajs]
+        sizes_drawn, by_train_size = [], False
+    else:
+        problems = training_problems(task, train_size, steps, batch_size, seed)
+        sample = [Encoded.of(task.demonstrate(p), vocab, same) for p in problems]
+        sizes_drawn = [task.size(p) for p in problems]
     policy = window(sample, max_k)
     k = k or policy or max_k
     k_conflict = None
@@ -331,7 +344,7 @@ def analyze(
     result = Analysis(
         task=task.name, train_size=train_size, k=k, policy_window=policy, k_conflict=k_conflict, k_by_train_size=by_size,
         n_train=len(sample), train_tokens=int(sum(len(e.ids) for e in sample)), contexts=len(table),
-        exchangeable=exchangeable,
+        exchangeable=exchangeable, stored=len(data) if data is not None else 0,
     )  # fmt: skip
     if progress:
         print(f"  trained on {len(sample)} problems (<= {train_size}): k = {k}", flush=True)
@@ -348,8 +361,10 @@ def analyze(
 def format_analysis(a: Analysis, row: str) -> str:
     """The report ``toolssm analyze`` prints; ``row`` is the predicted ``n→m (p%)`` cell."""
     ks = "  ".join(f"≤{n}: {'–' if v is None else v}" for n, v in a.k_by_train_size.items())
+    what = (f"{a.n_train:,} draws from {a.stored:,} stored trajectories" if a.stored
+            else f"{a.n_train:,} problems of size ≤ {a.train_size}")  # fmt: skip
     lines = [
-        f"{a.task}: trained on {a.n_train:,} problems of size ≤ {a.train_size} ({a.train_tokens:,} tokens)",
+        f"{a.task}: trained on {what} ({a.train_tokens:,} tokens)",
         f"policy window {'> ' + str(a.k) if a.policy_window is None else a.policy_window}; the table reads up to "
         f"k = {a.k} tokens back ({a.contexts:,} distinct contexts of 1..k tokens)",
     ]

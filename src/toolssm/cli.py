@@ -253,10 +253,15 @@ class AnalyzeConfig:
     copies, so contexts count structure, not values (docs/analysis.md)"""
     progress: bool = True
     """show progress bars"""
+    data: str = ""
+    """analyse stored trajectories as the training sample, the batches `train --data FILE` draws from them (code
+    fixing's collection, tokenized with the tokenizer.json beside it; or a `toolssm data` file); the test sizes
+    are still drawn and run by the task's expert"""
 
 
 def run_analyze(cfg: AnalyzeConfig) -> int:
     from toolssm.analysis import analyze, format_analysis
+    from toolssm.data import load_stored
     from toolssm.evaluate import LengthResult
     from toolssm.plots import paper_cell
 
@@ -269,10 +274,13 @@ def run_analyze(cfg: AnalyzeConfig) -> int:
         raise ValueError("no sizes to test: give --sizes SIZE [SIZE ...]")
     if not 0 <= cfg.k <= cfg.max_k:
         raise ValueError(f"bad --k {cfg.k}: 0 (the policy window) or up to --max-k {cfg.max_k}")
+    for spec in cfg.sizes:  # before the stored data are read
+        task.spec_size(spec)
+    data = load_stored(task, cfg.data) if cfg.data else None  # as train --data loads it (and its tokenizer)
     a = analyze(
         task, cfg.train_size, cfg.sizes, steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed,
         n_problems=cfg.n_problems, eval_seed=cfg.eval_seed, k=cfg.k, max_k=cfg.max_k, exchangeable=cfg.exchangeable,
-        progress=cfg.progress,
+        progress=cfg.progress, data=data,
     )  # fmt: skip
     rows = [LengthResult(r.spec, r.size, r.n, r.exact, r.exact, None, 0, r.tokens_per_problem, r.seconds)
             for r in a.sizes]  # fmt: skip

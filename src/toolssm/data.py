@@ -137,3 +137,19 @@ def read_dataset(path: str | Path, task: Task) -> Ordered:
     if not out:
         raise ValueError(f"no trajectories in {path}")
     return out
+
+
+def load_stored(task: Task, path: str | Path) -> list[Trajectory]:
+    """The stored trajectories ``train --data PATH`` trains on (and ``analyze --data PATH`` analyses): a dataset
+    file's, in order (`Ordered`), else the task's own format (`Task.load_data`: code fixing's JSONL, tokenized
+    with the ``tokenizer.json`` beside it, which the task keeps)."""
+    return read_dataset(path, task) if is_dataset_file(path) else task.load_data(path)
+
+
+def stored_batch(dataset: list[Trajectory], step: int, batch_size: int, seed: int) -> list[Trajectory]:
+    """The global batch of step ``step`` drawn from stored trajectories: a dataset file's next ``batch_size``
+    records (wrapping around), other stored trajectories by a draw with replacement seeded by (seed, step)."""
+    if isinstance(dataset, Ordered):
+        return [dataset[(step * batch_size + i) % len(dataset)] for i in range(batch_size)]
+    rng = random.Random(f"{seed}:{step}")  # a string seed is hashed deterministically
+    return [dataset[rng.randrange(len(dataset))] for _ in range(batch_size)]

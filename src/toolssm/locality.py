@@ -114,6 +114,20 @@ def best_next(keys: np.ndarray, nxt: np.ndarray, counts: np.ndarray | None = Non
     return keys[starts], nxt[starts], np.diff(np.append(starts, len(keys))) > 1
 
 
+def _best_sorted(keys: np.ndarray, nxt: np.ndarray, counts: np.ndarray):
+    """`best_next` of distinct (key, next, count) rows already sorted by (key, next), in one pass: per key the
+    most frequent next token, the smallest id among equals (the first, as the rows are in id order)."""
+    if not len(keys):
+        return keys, nxt, np.zeros(0, dtype=bool)
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = keys[1:] != keys[:-1]
+    starts = np.flatnonzero(first)
+    group = np.cumsum(first) - 1
+    top = np.flatnonzero(counts == np.maximum.reduceat(counts, starts)[group])
+    top = top[np.r_[True, group[top][1:] != group[top][:-1]]]  # the first of each key's most frequent rows
+    return keys[starts], nxt[top], np.diff(np.append(starts, len(keys))) > 1
+
+
 class ContextTable:
     """The k-gram learner's rule: Theorem 2.2's table learner, with the last k tokens standing in for its
     finite-state control.
@@ -135,8 +149,14 @@ class ContextTable:
 
     @classmethod
     def from_rows(cls, k: int, rows: np.ndarray) -> ContextTable:
-        """From (j, key, next id + 1, count) rows, one per distinct (j, key, next)."""
-        return cls([best_next(*(rows[rows[:, 0] == j][:, c] for c in (1, 2, 3))) for j in range(1, k + 1)])
+        """From (j, key, next id + 1, count) rows, one per distinct (j, key, next); sorted by (j, key, next) they
+        are read in one pass (each j a slice), else sorted first."""
+        j, key, nxt = rows[:, 0], rows[:, 1], rows[:, 2]
+        up = (j[1:] > j[:-1]) | ((j[1:] == j[:-1]) & ((key[1:] > key[:-1]) | ((key[1:] == key[:-1]) & (nxt[1:] > nxt[:-1]))))
+        if not up.all():
+            rows = rows[np.lexsort((nxt, key, j))]
+        bounds = np.searchsorted(rows[:, 0], np.arange(1, k + 2))
+        return cls([_best_sorted(rows[lo:hi, 1], rows[lo:hi, 2], rows[lo:hi, 3]) for lo, hi in zip(bounds, bounds[1:])])
 
     def __len__(self) -> int:
         """Distinct contexts, over all lengths."""

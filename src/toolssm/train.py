@@ -57,7 +57,7 @@ from toolssm.checkpoint import (
     task_format,
 )
 from toolssm.choices import choice, device_names
-from toolssm.data import Ordered, is_dataset_file, read_dataset
+from toolssm.data import load_stored, stored_batch
 from toolssm.evaluate import evaluate_size
 from toolssm.limits import check_steps, check_train_memory
 from toolssm.loggers import MetricsLogger, check_loggers
@@ -339,11 +339,8 @@ def make_batch(
     rng = random.Random(f"{cfg.seed}:{step}")  # a string seed is hashed deterministically
     per = cfg.batch_size // world
     mine = slice(rank * per, (rank + 1) * per)  # this rank's part of the global batch
-    if isinstance(dataset, Ordered):  # a dataset file: the stream it was written from, in order (toolssm.data)
-        trajs = [dataset[(step * cfg.batch_size + i) % len(dataset)] for i in range(cfg.batch_size)][mine]
-    elif dataset is not None:  # stored trajectories: a seeded draw with replacement
-        trajs = [dataset[rng.randrange(len(dataset))] for _ in range(cfg.batch_size)][mine]
-    if dataset is not None:
+    if dataset is not None:  # a dataset file in order, other stored trajectories by a seeded draw (toolssm.data)
+        trajs = stored_batch(dataset, step, cfg.batch_size, cfg.seed)[mine]
         if cfg.max_len:
             trajs = [Trajectory(t.tokens[: cfg.max_len], t.roles[: cfg.max_len]) for t in trajs]
         return collate(trajs, vocab)
@@ -559,10 +556,7 @@ def _fit(cfg: TrainConfig) -> tuple[Path, SequenceModel]:
                            world=world, device=device)  # fmt: skip
     init_from = str(local_folder(cfg.init_from)) if cfg.init_from else ""  # a Hub id: its downloaded folder
     text_task = bool(init_from) and task.adopt_tokenizer(init_from)  # the checkpoint's pieces
-    if cfg.data and is_dataset_file(cfg.data):  # `toolssm data`'s records: read in order (toolssm.data)
-        dataset = read_dataset(cfg.data, task)
-    else:
-        dataset = task.load_data(cfg.data) if cfg.data else None  # may load the task's tokenizer
+    dataset = load_stored(task, cfg.data) if cfg.data else None  # may load the task's tokenizer (toolssm.data)
     vocab = mixed_vocab(task, parse_mix(cfg))
     if cfg.init_from:
         arch, model_kwargs, _ = read_hf_config(init_from)

@@ -16,8 +16,10 @@ learner emits [EOS] and fails, as Theorem 2.2's learner does on a pair outside i
 the one every counted trajectory ends with ([EOS]); before any counting it is id 2, [EOS] in every vocabulary
 `toolssm.protocol.Vocab.build` makes.
 
-The table is the checkpoint: one int64 tensor of (j, key, next id + 1, count) rows, which safetensors saves
-and loads like any weights. The model knows nothing of tasks: it sees token ids. ``toolssm train --model
+The table is the checkpoint: one int64 tensor of (j, key, next id + 1, count) rows, sorted by (j, key, next),
+which safetensors saves and loads like any weights. A batch's rows are merged into it (`merge_rows`: O(table)
+per batch, no re-sort), and the rule reads each j as a slice: counting at k = 64 costs about what k = 32 did
+before (a window past the input's length, e.g. Oolong's 37 or a CoT without a tool's 64, is counted too). The model knows nothing of tasks: it sees token ids. ``toolssm train --model
 kgram`` counts the same online batches a gradient model would train on (`toolssm.train`).
 """
 
@@ -32,6 +34,53 @@ from toolssm.models.base import SequenceModel, State, register
 
 #: the logit of every token but the table's: a one-hot distribution, with a finite cross-entropy
 MISS = -20.0
+
+
+def distinct_rows(rows: np.ndarray) -> np.ndarray:
+    """(j, key, next, count) rows sorted by (j, key, next), one per distinct triple, its counts summed."""
+    rows = rows[np.lexsort((rows[:, 2], rows[:, 1], rows[:, 0]))]
+    first = np.ones(len(rows), dtype=bool)
+    first[1:] = (rows[1:, :3] != rows[:-1, :3]).any(1)
+    starts = np.flatnonzero(first)
+    if len(starts):
+        counts = np.add.reduceat(rows[:, 3], starts)
+        rows = rows[starts]
+        rows[:, 3] = counts
+    return rows
+
+
+def merge_rows(old: np.ndarray, new: np.ndarray | None) -> np.ndarray:
+    """Two tables of distinct (j, key, next, count) rows, each sorted by (j, key, next), as one: counts of a
+    triple in both are added, the others inserted in order. O(old + new log old): no re-sort of the whole
+    table per batch (which made counting quadratic in the batches, and slow past k = 32: issue 26)."""
+    if new is None or not len(new):
+        return old
+    if not len(old):
+        return new
+    pos = np.empty(len(new), dtype=np.int64)
+    for j in np.unique(new[:, 0]):
+        lo, hi = np.searchsorted(old[:, 0], [j, j + 1])
+        nlo, nhi = np.searchsorted(new[:, 0], [j, j + 1])
+        ok, on = old[lo:hi, 1], old[lo:hi, 2]
+        nk, nn = new[nlo:nhi, 1], new[nlo:nhi, 2]
+        p = np.searchsorted(ok, nk)  # the first row of the same key (or past it)
+        while len(ok):  # past the key's rows whose next token is smaller (a key has a few rows at most)
+            q = np.minimum(p, len(ok) - 1)
+            step = (p < len(ok)) & (ok[q] == nk) & (on[q] < nn)
+            if not step.any():
+                break
+            p += step
+        pos[nlo:nhi] = lo + p
+    q = np.minimum(pos, len(old) - 1)
+    same = (pos < len(old)) & (old[q, :3] == new[:, :3]).all(1)
+    at = pos[~same]  # new triples go before these old rows (in order: ``new`` is sorted)
+    out = np.empty((len(old) + len(at), 4), dtype=np.int64)
+    fresh = np.zeros(len(out), dtype=bool)
+    fresh[at + np.arange(len(at))] = True
+    out[fresh], out[~fresh] = new[~same], old
+    seen = pos[same]
+    out[seen + np.searchsorted(at, seen, side="right"), 3] += new[same, 3]
+    return out
 
 
 @register("kgram", presets={"cpu": {"window": 8}, "paper": {"window": 8}})
@@ -71,19 +120,10 @@ class KGram(SequenceModel):
             self.stop.fill_(int(ends[0]) - 1)
         k = self.k
         padded = np.concatenate([np.zeros((x.shape[0], k), dtype=np.int64), x[:, :-1]], axis=1)
-        old = self.rows.cpu().numpy()
         parts = []
         for j, keys in enumerate(suffix_keys(padded, k, k - 1), 1):  # keys[:, t]: the j tokens before t
             parts.append(np.stack([np.full(len(b), j), keys[b, t], x[b, t], np.ones(len(b), dtype=np.int64)], 1))
-        rows = np.concatenate([old, *parts])
-        rows = rows[np.lexsort((rows[:, 2], rows[:, 1], rows[:, 0]))]  # by (j, key, next)
-        first = np.ones(len(rows), dtype=bool)
-        first[1:] = (rows[1:, :3] != rows[:-1, :3]).any(1)
-        starts = np.flatnonzero(first)
-        if len(starts):  # one row per distinct (j, key, next), its counts summed
-            counts = np.add.reduceat(rows[:, 3], starts)
-            rows = rows[starts]
-            rows[:, 3] = counts
+        rows = merge_rows(self.rows.cpu().numpy(), distinct_rows(np.concatenate(parts)) if parts else None)
         self.rows = torch.from_numpy(rows).to(self.rows.device)
         self._table = None
         return loss
