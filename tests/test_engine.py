@@ -241,3 +241,44 @@ def test_a_batch_of_differently_configured_tools_falls_back():
     assert "configured differently" in engine.unsupported(model, eps)
     ref = rollout(model, vocab, [Episode(PointerMemory(k), ["1", "2"], max_tokens=30) for k in (3, 6)], engine="torch")
     assert rollout(model, vocab, eps, engine="auto") == ref
+
+
+def test_a_second_rollout_reuses_the_compiled_loop():
+    """The loop of a (model, tool) pair is made once a process: the tool kernel's functions are looked up on its
+    class (through an instance they are bound methods, a new key every call: the loop was reloaded from numba's
+    disk cache, 60 ms, at every rollout, and kept in memory again)."""
+    from toolssm.engine import loop as L
+
+    task = get_task("addition")
+    vocab = task.vocab()
+    model = _model("lstm", vocab, scale=1.0)
+    problem = task.draw(random.Random(0), "2")
+    rollout(model, vocab, [task.episode(problem, max_tokens=20)], engine="compiled")
+    n = len(L._LOOPS)
+    for _ in range(3):
+        rollout(model, vocab, [task.episode(problem, max_tokens=20)], engine="compiled")
+    assert len(L._LOOPS) == n
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 7, 20])
+def test_tiled_matmul_matches_numpy(n):
+    """rnn.matmul_nt's 4x4 tiles and its edges (rows of X or W past the last full tile, a column window)."""
+    from toolssm.engine.rnn import matmul_nt
+
+    rng = np.random.default_rng(n)
+    W = rng.standard_normal((30, 50)).astype(np.float32)  # 30 rows: 7 tiles and 2 left over
+    X = rng.standard_normal((n, 50)).astype(np.float32)
+    for k0, k1 in ((0, 50), (13, 41)):
+        G = np.full((n, 30), np.nan, np.float32)
+        matmul_nt(W, X, k0, k1, G, n)
+        want = X[:, k0:k1].astype(np.float64) @ W[:, k0:k1].T.astype(np.float64)
+        np.testing.assert_allclose(G, want, rtol=0, atol=1e-4)
+
+
+def test_exp64_is_accurate_to_an_ulp_or_so():
+    from toolssm.engine.rnn import vexp
+
+    x = np.concatenate([np.linspace(-700, 700, 200_001), np.random.default_rng(0).standard_normal(10_000)])
+    out = np.zeros_like(x)
+    vexp(x, out)
+    assert np.abs(out / np.exp(x) - 1).max() < 1e-13

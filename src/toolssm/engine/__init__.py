@@ -154,7 +154,10 @@ def decode(
         current[i] = tok
     ctl = np.array([n, 0, -1, 0], np.int64)
     eos = vocab.id(EOS)
-    run = L.make_loop(f"{mk.name}_{tk.name}", mk.step, tk.step, tk.record, tk.ready)
+    # the tool's functions from its class: through the instance they would be bound methods, a new one each call
+    # (numba's dispatcher binds like a function), so make_loop's key would miss and reload the loop every call
+    kc = type(tk)
+    run = L.make_loop(f"{mk.name}_{kc.name}", mk.step, kc.step, kc.record, kc.ready)
     bar = tqdm(disable=not progress, desc=desc, unit="tok", dynamic_ncols=True, leave=False)
     done = 0
     while True:
