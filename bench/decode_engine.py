@@ -169,8 +169,8 @@ def check(args) -> None:
             for batch in (True, False):
                 same, ntok, t = side_by_side(model, task, vocab, problems, None, batch)
                 eps = [task.episode(p, max_tokens=task.token_budget(p)) for p in problems]
-                res = rollout(model, vocab, eps, engine="compiled")
-                n_ok = sum(task.verify(p, r.output).correct for p, r in zip(problems, res))
+                rollout(model, vocab, eps, engine="compiled")
+                n_ok = sum(task.verify(p, ep).correct for p, ep in zip(problems, eps))
                 print(f"{loaded.task:>14} {type(model).__name__:>6} size {size:>6} batch {20 if batch else 1:>2}:"
                       f" {'identical' if same else 'DIFFERENT'} ({ntok:,} tokens; {n_ok}/{len(problems)} correct;"
                       f" torch {t['torch'][0]:.1f}s, engine {t['compiled'][0]:.1f}s wall)", flush=True)  # fmt: skip

@@ -109,8 +109,8 @@ def decode(
     chunk: int = 1 << 16,
 ) -> list[tuple[int, bool | None]]:
     """Decode every episode to its end, as `rollout` would, and leave each `Episode` as its own ``step`` would
-    have (output, n_generated, answering, terminated, truncated, trajectory; the tool object itself is not
-    updated). Returns each episode's (tokens fed, whether they matched its reference so far or None)."""
+    have (output, n_generated, answering, terminated, truncated, trajectory, and its tool's final state).
+    Returns each episode's (tokens fed, whether they matched its reference so far or None)."""
     from tqdm.auto import tqdm
 
     from toolssm.engine import loop as L
@@ -180,6 +180,7 @@ def decode(
                 traj_tok, traj_role = _wider(traj_tok), _wider(traj_role)
     bar.close()
     decode.last_tool_bytes = tk.nbytes()  # type: ignore[attr-defined]  # for bench/infinity.py
+    tk.write_back([ep.tool for ep in episodes], vocab)
 
     toks = vocab.tokens
     out = []

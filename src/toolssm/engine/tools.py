@@ -3,7 +3,8 @@
 A tool kernel is three jitted functions (see loop.py for their contracts) and a Python class that turns the
 episodes' tools, just after ``Episode.reset()``, into arrays: ``tp`` (constants, from the vocabulary), ``ts``
 (int64, one row of scalars per episode) and ``mems`` (a 2-D token-id array, one row per episode, all of one
-capacity). ``grow`` doubles the capacity when ``ready`` says an episode's row is full. (Rows rather than a numba
+capacity). ``grow`` doubles the capacity when ``ready`` says an episode's row is full; ``write_back`` hands the
+final state to the Python tools at the end. (Rows rather than a numba
 typed List of arrays: a typed List costs seconds of compilation on first use in every process.) The kernels
 return the same observations as the Python tools (toolssm.tools.pointer, toolssm.tools.tape), token for token.
 """
@@ -98,6 +99,20 @@ class PointerKernel:
     def nbytes(self) -> int:
         return int(self.mems.nbytes)
 
+    def write_back(self, tools, vocab: Vocab) -> None:
+        """Leave each Python tool as its own steps would have: the memory and the pointers."""
+        P = (self.ts.shape[1] - 1) // 2
+        for i, t in enumerate(tools):
+            ids = self.mems[i, : self.ts[i, 0]]
+            uniq, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+            order = np.argsort(first)  # the symbols in order of first sight, as the tool interns them
+            rank = np.empty(len(order), np.int64)
+            rank[order] = np.arange(len(order))
+            dt = np.uint8 if len(uniq) <= 256 else np.uint32
+            created = [k for k in range(P) if self.ts[i, 1 + P + k]]
+            t.load([vocab.tokens[u] for u in uniq[order]], rank[inverse].astype(dt).tobytes(),
+                   {k + 1: int(self.ts[i, 1 + k]) for k in created})  # fmt: skip
+
 
 # -- the tape: ts[i] = [head, offset], cell c is mems[i][c + offset]; a blank cell holds the [EOS] id -------
 T_READ, T_LEFT, T_RIGHT, T_WRITE = 0, 1, 2, 3
@@ -178,6 +193,14 @@ class TapeKernel:
     def nbytes(self) -> int:
         return int(self.mems.nbytes)
 
+    def write_back(self, tools, vocab: Vocab) -> None:
+        """Leave each Python tool as its own steps would have: the written cells and the head."""
+        for i, t in enumerate(tools):
+            row, off = self.mems[i], int(self.ts[i, 1])
+            (cells,) = np.nonzero(row != self.eos)
+            t.cells = {int(c) - off: vocab.tokens[row[c]] for c in cells}
+            t.head = int(self.ts[i, 0])
+
 
 # -- no tool: every generated token is a thought or an output ---------------------------------------------
 
@@ -206,3 +229,6 @@ class NoToolKernel:
 
     def nbytes(self) -> int:
         return 0
+
+    def write_back(self, tools, vocab: Vocab) -> None:
+        pass
