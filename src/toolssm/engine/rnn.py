@@ -143,8 +143,8 @@ def head_logits(Wh, bh, X, n, logits):
             logits[j, v] = np.float32(bh[v] + np.float64(logits[j, v]))
 
 
-_CLAMP = 200.0  # |x| of exp(x) in the gates: exp(-200) is far below float32's smallest number (1e-45), and a
-# product of three (1 + exp(200)) stays finite in float64, so the clamp changes no float32 result
+_CLAMP = 200.0  # |x| of exp(x) in the gates: a product of three (1 + exp(200)) stays finite in float64, and the
+# clamp moves a gate by less than exp(-200) = 1e-87, far below float32's smallest number (1e-45)
 
 
 @nb.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
@@ -162,8 +162,8 @@ def _lstm_cell(e, c, h, x):
 
     i = 1 / (1 + e_i), f = 1 / (1 + e_f), g = (1 - e_g) / (1 + e_g), so c' = f c + i g =
     (c (1 + e_i)(1 + e_g) + (1 - e_g)(1 + e_f)) / ((1 + e_f)(1 + e_i)(1 + e_g)), and h = o tanh(c') =
-    (1 - e_c) / ((1 + e_o)(1 + e_c)) with e_c = exp(-2 c'): two divisions where five sigmoids and tanhs took five
-    (float64 division is the slow part of the element-wise work). No overflow: every exponent is within +-_CLAMP."""
+    (1 - e_c) / ((1 + e_o)(1 + e_c)) with e_c = exp(-2 c'): two divisions instead of one a sigmoid or tanh (five;
+    float64 division is the slow part of the element-wise work). No overflow: every exponent is within +-_CLAMP."""
     D = c.shape[0]
     for k in range(D):
         pi, pf, eg = 1.0 + e[k], 1.0 + e[D + k], e[2 * D + k]
