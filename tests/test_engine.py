@@ -359,3 +359,27 @@ def test_engine_leaves_each_tool_as_the_torch_rollout_does(task_name):
             start.reset()
             changed += (a.tool.cells, a.tool.head) != (start.tool.cells, start.tool.head)
     assert changed > 0  # the tools were used
+
+
+def test_pointer_write_back_matches_the_tool_past_256_symbols():
+    """The kernel's memory handed back to a PointerMemory equals one the tool recorded itself, 1-byte indices
+    and (past 256 distinct symbols) 4-byte ones."""
+    symbols = [f"s{i}" for i in range(300)]
+    vocab = Vocab.build(symbols, PointerMemory(2).tokens)
+    rng = random.Random(5)
+    for n_sym in (5, 300):
+        stream = rng.choices(symbols[:n_sym], k=2000)
+        ref, back = PointerMemory(2), PointerMemory(2)
+        ref.reset(stream[:3])
+        back.reset(stream[:3])
+        kern = tk.PointerKernel([back], vocab)
+        for tok in stream[3:]:
+            ref.record(tok)
+            if not tk.pointer_ready(kern.tp, kern.ts, kern.mems, 0):
+                kern.grow(0)
+            tk.pointer_record(kern.tp, kern.ts, kern.mems, 0, vocab.id(tok))
+        ref.step(command(2, "init"))
+        tk.pointer_step(kern.tp, kern.ts, kern.mems, 0, vocab.id(command(2, "init")), np.zeros(4, np.int64))
+        kern.write_back([back], vocab)
+        assert back.memory == ref.memory and back.positions == ref.positions
+        assert back._mem.typecode == ref._mem.typecode == ("B" if n_sym <= 256 else "I")

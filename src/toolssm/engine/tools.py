@@ -63,6 +63,25 @@ def pointer_ready(tp, ts, mems, i):
     return ts[i, 0] < mems.shape[1]
 
 
+@nb.njit(cache=True, nogil=True)
+def intern_ids(ids, V):
+    """(the distinct ids in order of first sight, each id's index in that order), as PointerMemory interns its
+    symbols: one pass, no sort, the indices in ids' own dtype (fewer than V of them), so handing a 36-million-token
+    memory back costs one more copy of it and no int64 temporaries."""
+    where = np.full(V, -1, np.int64)
+    order = np.empty(V, np.int64)
+    index = np.empty_like(ids)
+    m = 0
+    for t in range(ids.shape[0]):
+        v = ids[t]
+        if where[v] < 0:
+            where[v] = m
+            order[m] = v
+            m += 1
+        index[t] = where[v]
+    return order[:m], index
+
+
 class PointerKernel:
     name = "pointer"
     step, record, ready = pointer_step, pointer_record, pointer_ready
@@ -103,14 +122,10 @@ class PointerKernel:
         """Leave each Python tool as its own steps would have: the memory and the pointers."""
         P = (self.ts.shape[1] - 1) // 2
         for i, t in enumerate(tools):
-            ids = self.mems[i, : self.ts[i, 0]]
-            uniq, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
-            order = np.argsort(first)  # the symbols in order of first sight, as the tool interns them
-            rank = np.empty(len(order), np.int64)
-            rank[order] = np.arange(len(order))
-            dt = np.uint8 if len(uniq) <= 256 else np.uint32
+            symbols, index = intern_ids(self.mems[i, : self.ts[i, 0]], len(vocab))
+            index = index.astype(np.uint8 if len(symbols) <= 256 else np.uint32, copy=False)
             created = [k for k in range(P) if self.ts[i, 1 + P + k]]
-            t.load([vocab.tokens[u] for u in uniq[order]], rank[inverse].astype(dt).tobytes(),
+            t.load([vocab.tokens[u] for u in symbols], index.tobytes(),
                    {k + 1: int(self.ts[i, 1 + k]) for k in created})  # fmt: skip
 
 
