@@ -241,3 +241,145 @@ def test_a_batch_of_differently_configured_tools_falls_back():
     assert "configured differently" in engine.unsupported(model, eps)
     ref = rollout(model, vocab, [Episode(PointerMemory(k), ["1", "2"], max_tokens=30) for k in (3, 6)], engine="torch")
     assert rollout(model, vocab, eps, engine="auto") == ref
+
+
+def test_a_second_rollout_reuses_the_compiled_loop():
+    """The loop of a (model, tool) pair is made once a process: the tool kernel's functions are looked up on its
+    class (through an instance they are bound methods, a new key every call: the loop was reloaded from numba's
+    disk cache, 60 ms, at every rollout, and kept in memory again)."""
+    from toolssm.engine import loop as L
+
+    task = get_task("addition")
+    vocab = task.vocab()
+    model = _model("lstm", vocab, scale=1.0)
+    problem = task.draw(random.Random(0), "2")
+    rollout(model, vocab, [task.episode(problem, max_tokens=20)], engine="compiled")
+    n = len(L._LOOPS)
+    for _ in range(3):
+        rollout(model, vocab, [task.episode(problem, max_tokens=20)], engine="compiled")
+    assert len(L._LOOPS) == n
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 7, 20])
+def test_tiled_matmul_matches_numpy(n):
+    """rnn.matmul_nt's 4x4 tiles and its edges (rows of X or W past the last full tile, a column window)."""
+    from toolssm.engine.rnn import matmul_nt
+
+    rng = np.random.default_rng(n)
+    W = rng.standard_normal((30, 50)).astype(np.float32)  # 30 rows: 7 tiles and 2 left over
+    X = rng.standard_normal((n, 50)).astype(np.float32)
+    for k0, k1 in ((0, 50), (13, 41)):
+        G = np.full((n, 30), np.nan, np.float32)
+        matmul_nt(W, X, k0, k1, G, n)
+        want = X[:, k0:k1].astype(np.float64) @ W[:, k0:k1].T.astype(np.float64)
+        np.testing.assert_allclose(G, want, rtol=0, atol=1e-4)
+
+
+def test_exp64_is_accurate_to_an_ulp_or_so():
+    from toolssm.engine.rnn import vexp
+
+    x = np.concatenate([np.linspace(-700, 700, 200_001), np.random.default_rng(0).standard_normal(10_000)])
+    out = np.zeros_like(x)
+    vexp(x, out)
+    assert np.abs(out / np.exp(x) - 1).max() < 1e-13
+
+
+def _trained(arch: str, task, steps: int = 40, seed: int = 0, lr: float = 2e-2):
+    """A small model trained on the task's expert trajectories for a few dozen steps: decoding that follows the
+    expert for a while and then goes its own way, as a trained checkpoint does past its training size."""
+    from toolssm.train import TrainConfig, make_batch, masked_loss
+
+    vocab = task.vocab()
+    torch.manual_seed(seed)
+    model = build_model(arch, len(vocab), resolve(ModelConfig(arch=arch, d_model=24, n_layers=2)))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    cfg = TrainConfig(batch_size=8, train_size=2, seed=seed)
+    losses = []
+    for step in range(steps):
+        tokens, mask = make_batch(task, vocab, cfg, step)
+        loss = masked_loss(model, tokens, mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return model.eval(), losses
+
+
+@pytest.mark.parametrize(
+    "arch,task_name",
+    [("lstm", "addition"), ("lstm", "multiplication-x2"), ("lstm", "hanoi"), ("lstm", "tm-add"),
+     ("gru", "multiplication-x2"), ("mamba", "tm-add")],
+)  # fmt: skip
+def test_engine_matches_reference_on_briefly_trained_models(arch, task_name):
+    """Trained weights (not random ones): 20 problems of sizes 2 and 3 as one batch of 20, and 4 of them one at a
+    time, each to its task's token budget (at most 400 generated tokens, to keep the torch side fast); identical
+    trajectories, or the failure names the first difference and torch's logit margin there."""
+    task = get_task(task_name)
+    vocab = task.vocab()
+    model, losses = _trained(arch, task)
+    assert losses[-1] < 0.7 * losses[0]  # it learned something
+    problems = [task.draw(random.Random(f"{task_name}:{i}"), "2" if i < 10 else "3") for i in range(20)]
+    for batch in (True, False):
+        todo = problems if batch else problems[::5]
+        refs = [vocab.ids(task.demonstrate(p).tokens) for p in todo]
+        out = {}
+        for engine in ("torch", "compiled"):
+            eps = [task.episode(p, max_tokens=min(400, task.token_budget(p)), record=True) for p in todo]
+            if batch:
+                out[engine] = rollout(model, vocab, eps, references=refs, engine=engine)
+            else:
+                out[engine] = [rollout(model, vocab, [e], references=[r], engine=engine)[0] for e, r in zip(eps, refs)]
+        assert_same(model, vocab, out["torch"], out["compiled"])
+        assert sum(r.n_generated for r in out["torch"]) > 20 * len(todo)  # real decoding, not an immediate [EOS]
+
+
+@pytest.mark.parametrize("task_name", ["addition", "hanoi", "tm-add"])
+def test_engine_leaves_each_tool_as_the_torch_rollout_does(task_name):
+    """After a compiled decode, each episode's Python tool holds the final state (pointer memory and pointers;
+    the tape's cells and head), as after the torch loop, so a task graded on the tool reads the same."""
+    task = get_task(task_name)
+    vocab = task.vocab()
+    model = _trained("lstm", task)[0] if task_name == "tm-add" else _model("lstm", vocab, seed=3)  # random: no tape
+    problems = [task.draw(random.Random(30 + i), "3") for i in range(3)]
+    eps = {}
+    for engine in ("torch", "compiled"):
+        eps[engine] = [task.episode(p, max_tokens=min(400, task.token_budget(p))) for p in problems]
+        rollout(model, vocab, eps[engine], engine=engine)
+    changed = 0
+    for p, a, b in zip(problems, eps["torch"], eps["compiled"]):
+        if isinstance(a.tool, PointerMemory):
+            assert (b.tool.memory, b.tool.positions) == (a.tool.memory, a.tool.positions)
+            changed += len(a.tool.positions)
+            for t in (a.tool, b.tool):  # the loaded tool goes on as the stepped one
+                t.record("[EDGE]")
+            assert b.tool.memory == a.tool.memory and b.tool.step(command(1, "read")) == a.tool.step(command(1, "read"))
+        else:
+            assert (b.tool.cells, b.tool.head) == (a.tool.cells, a.tool.head)
+            start = task.episode(p)
+            start.reset()
+            changed += (a.tool.cells, a.tool.head) != (start.tool.cells, start.tool.head)
+    assert changed > 0  # the tools were used
+
+
+def test_pointer_write_back_matches_the_tool_past_256_symbols():
+    """The kernel's memory handed back to a PointerMemory equals one the tool recorded itself, 1-byte indices
+    and (past 256 distinct symbols) 4-byte ones."""
+    symbols = [f"s{i}" for i in range(300)]
+    vocab = Vocab.build(symbols, PointerMemory(2).tokens)
+    rng = random.Random(5)
+    for n_sym in (5, 300):
+        stream = rng.choices(symbols[:n_sym], k=2000)
+        ref, back = PointerMemory(2), PointerMemory(2)
+        ref.reset(stream[:3])
+        back.reset(stream[:3])
+        kern = tk.PointerKernel([back], vocab)
+        for tok in stream[3:]:
+            ref.record(tok)
+            if not tk.pointer_ready(kern.tp, kern.ts, kern.mems, 0):
+                kern.grow(0)
+            tk.pointer_record(kern.tp, kern.ts, kern.mems, 0, vocab.id(tok))
+        ref.step(command(2, "init"))
+        tk.pointer_step(kern.tp, kern.ts, kern.mems, 0, vocab.id(command(2, "init")), np.zeros(4, np.int64))
+        kern.write_back([back], vocab)
+        assert back.memory == ref.memory and back.positions == ref.positions
+        assert back._mem.typecode == ref._mem.typecode == ("B" if n_sym <= 256 else "I")

@@ -109,8 +109,8 @@ def decode(
     chunk: int = 1 << 16,
 ) -> list[tuple[int, bool | None]]:
     """Decode every episode to its end, as `rollout` would, and leave each `Episode` as its own ``step`` would
-    have (output, n_generated, answering, terminated, truncated, trajectory; the tool object itself is not
-    updated). Returns each episode's (tokens fed, whether they matched its reference so far or None)."""
+    have (output, n_generated, answering, terminated, truncated, trajectory, and its tool's final state).
+    Returns each episode's (tokens fed, whether they matched its reference so far or None)."""
     from tqdm.auto import tqdm
 
     from toolssm.engine import loop as L
@@ -154,7 +154,10 @@ def decode(
         current[i] = tok
     ctl = np.array([n, 0, -1, 0], np.int64)
     eos = vocab.id(EOS)
-    run = L.make_loop(f"{mk.name}_{tk.name}", mk.step, tk.step, tk.record, tk.ready)
+    # the tool's functions from its class: through the instance they would be bound methods, a new one each call
+    # (numba's dispatcher binds like a function), so make_loop's key would miss and reload the loop every call
+    kc = type(tk)
+    run = L.make_loop(f"{mk.name}_{kc.name}", mk.step, kc.step, kc.record, kc.ready)
     bar = tqdm(disable=not progress, desc=desc, unit="tok", dynamic_ncols=True, leave=False)
     done = 0
     while True:
@@ -177,6 +180,7 @@ def decode(
                 traj_tok, traj_role = _wider(traj_tok), _wider(traj_role)
     bar.close()
     decode.last_tool_bytes = tk.nbytes()  # type: ignore[attr-defined]  # for bench/infinity.py
+    tk.write_back([ep.tool for ep in episodes], vocab)
 
     toks = vocab.tokens
     out = []

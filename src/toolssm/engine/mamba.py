@@ -58,7 +58,7 @@ def mamba_step(mp, toks, state, scratch, logits, n):
     N = A.shape[2]
     R = dt_w.shape[2]
     Dm = emb.shape[1]
-    x, u, xz, xc, dbc, dt, y, tmp, pre, dA, bits = scratch
+    x, u, xz, xc, dbc, dt, y, tmp, pre, dA = scratch
     conv_len = L * Di * (K - 1)
     for j in range(n):
         t = toks[j]
@@ -97,7 +97,7 @@ def mamba_step(mp, toks, state, scratch, logits, n):
             for c in range(Di):  # the decays exp(dt A) of every (channel, state) pair, in one vectorized call
                 for s in range(N):
                     pre[c * N + s] = dt[c] * A[l, c, s]
-            vexp(pre, dA, bits)
+            vexp(pre, dA)
             for c in range(Di):
                 dtc, xcc = dt[c], xc[c]
                 dx = dtc * xcc
@@ -166,7 +166,6 @@ def mamba_pack(model):
 
     def scratch(b):
         z = np.zeros
-        return (z(Dm), z(Dm), z(2 * Di), z(Di), z(R + 2 * N), z(Di), z(Di), z(max(R, 1)), z(Di * N), z(Di * N),
-                z(Di * N, np.int64))  # fmt: skip
+        return (z(Dm), z(Dm), z(2 * Di), z(Di), z(R + 2 * N), z(Di), z(Di), z(max(R, 1)), z(Di * N), z(Di * N))
 
     return mp, S, scratch

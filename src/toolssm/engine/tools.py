@@ -3,7 +3,8 @@
 A tool kernel is three jitted functions (see loop.py for their contracts) and a Python class that turns the
 episodes' tools, just after ``Episode.reset()``, into arrays: ``tp`` (constants, from the vocabulary), ``ts``
 (int64, one row of scalars per episode) and ``mems`` (a 2-D token-id array, one row per episode, all of one
-capacity). ``grow`` doubles the capacity when ``ready`` says an episode's row is full. (Rows rather than a numba
+capacity). ``grow`` doubles the capacity when ``ready`` says an episode's row is full; ``write_back`` hands the
+final state to the Python tools at the end. (Rows rather than a numba
 typed List of arrays: a typed List costs seconds of compilation on first use in every process.) The kernels
 return the same observations as the Python tools (toolssm.tools.pointer, toolssm.tools.tape), token for token.
 """
@@ -62,6 +63,25 @@ def pointer_ready(tp, ts, mems, i):
     return ts[i, 0] < mems.shape[1]
 
 
+@nb.njit(cache=True, nogil=True)
+def intern_ids(ids, V):
+    """(the distinct ids in order of first sight, each id's index in that order), as PointerMemory interns its
+    symbols: one pass, no sort, the indices in ids' own dtype (fewer than V of them), so handing a 36-million-token
+    memory back costs one more copy of it and no int64 temporaries."""
+    where = np.full(V, -1, np.int64)
+    order = np.empty(V, np.int64)
+    index = np.empty_like(ids)
+    m = 0
+    for t in range(ids.shape[0]):
+        v = ids[t]
+        if where[v] < 0:
+            where[v] = m
+            order[m] = v
+            m += 1
+        index[t] = where[v]
+    return order[:m], index
+
+
 class PointerKernel:
     name = "pointer"
     step, record, ready = pointer_step, pointer_record, pointer_ready
@@ -97,6 +117,16 @@ class PointerKernel:
 
     def nbytes(self) -> int:
         return int(self.mems.nbytes)
+
+    def write_back(self, tools, vocab: Vocab) -> None:
+        """Leave each Python tool as its own steps would have: the memory and the pointers."""
+        P = (self.ts.shape[1] - 1) // 2
+        for i, t in enumerate(tools):
+            symbols, index = intern_ids(self.mems[i, : self.ts[i, 0]], len(vocab))
+            index = index.astype(np.uint8 if len(symbols) <= 256 else np.uint32, copy=False)
+            created = [k for k in range(P) if self.ts[i, 1 + P + k]]
+            t.load([vocab.tokens[u] for u in symbols], index.tobytes(),
+                   {k + 1: int(self.ts[i, 1 + k]) for k in created})  # fmt: skip
 
 
 # -- the tape: ts[i] = [head, offset], cell c is mems[i][c + offset]; a blank cell holds the [EOS] id -------
@@ -178,6 +208,14 @@ class TapeKernel:
     def nbytes(self) -> int:
         return int(self.mems.nbytes)
 
+    def write_back(self, tools, vocab: Vocab) -> None:
+        """Leave each Python tool as its own steps would have: the written cells and the head."""
+        for i, t in enumerate(tools):
+            row, off = self.mems[i], int(self.ts[i, 1])
+            (cells,) = np.nonzero(row != self.eos)
+            t.cells = {int(c) - off: vocab.tokens[row[c]] for c in cells}
+            t.head = int(self.ts[i, 0])
+
 
 # -- no tool: every generated token is a thought or an output ---------------------------------------------
 
@@ -206,3 +244,6 @@ class NoToolKernel:
 
     def nbytes(self) -> int:
         return 0
+
+    def write_back(self, tools, vocab: Vocab) -> None:
+        pass

@@ -107,3 +107,12 @@ class PointerMemory(Tool):
     def record(self, token: str) -> None:
         i = self._intern(token)  # first: it may widen self._mem
         self._mem.append(i)
+
+    def load(self, symbols: Sequence[str], indices: bytes, positions: dict[int, int]) -> None:
+        """Set the whole state at once: memory token t is ``symbols[indices[t]]`` (``symbols`` distinct, in order
+        of first sight; ``indices`` the raw bytes of 1-byte indices, 4-byte past 256 symbols), the pointers at
+        ``positions``. For a decoder that ran this tool's logic elsewhere (toolssm.engine) and hands it back."""
+        self._symbols, self._index = list(symbols), {s: i for i, s in enumerate(symbols)}
+        self._mem = array("B" if len(symbols) <= 256 else "I")
+        self._mem.frombytes(indices)
+        self.positions = dict(positions)
