@@ -173,6 +173,12 @@ INT_ARGV = ["reproduce", "fig2-addition", "--rows", "lstm", "gru", "--seeds", "0
             "batch_size=2", "train_size=2", "model.d_model=8", "model.n_layers=1"]  # fmt: skip
 
 
+def _terminal_sigint() -> None:
+    """The child starts with Ctrl-C's default action, as from a terminal, even when this test process was started
+    with SIGINT ignored (a background job of a non-interactive shell, `nohup`), which the child would inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("target", ["group", "parent"])
 def test_ctrl_c_on_a_parallel_sweep_saves_each_run_in_training_and_exits(tmp_path, target):
     """Ctrl-C at a terminal signals the whole process group; `kill -INT` only the parent, which passes it on."""
@@ -180,6 +186,7 @@ def test_ctrl_c_on_a_parallel_sweep_saves_each_run_in_training_and_exits(tmp_pat
     proc = subprocess.Popen(
         [sys.executable, "-m", "toolssm.cli", *INT_ARGV, "--out", str(out)], stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True, start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=_terminal_sigint,
     )  # fmt: skip
     logs = lambda: list((out / "runs").glob("*/log.jsonl")) if (out / "runs").is_dir() else []  # noqa: E731
     try:
