@@ -532,19 +532,18 @@ def _one_line(captured: str) -> str:
     blocks = [b for b in blocks if b]
     if not blocks:
         return "bad command line (see --help)"
-    body = [ln for b in blocks[1:] for ln in b
-            if not ln.lower().startswith(("usage", "for full helptext", "argument helptext"))]  # fmt: skip
-    first = next((b for b in blocks[1:] if not b[0].lower().startswith(("usage", "for full helptext"))), blocks[0])
-    msg = " ".join(first) if first is not blocks[0] else first[0]
-    if len(blocks) == 1 and len(first) > 1:  # no rules: the title line, then the message
-        msg = first[1]
+    rest = [b for b in blocks[1:] if not b[0].lower().startswith(("usage", "for full helptext"))]
+    if rest:  # the first paragraph under the title, its wrapped lines joined
+        msg = " ".join(rest[0])
+    else:  # no rules: the title line, then the message
+        msg = blocks[0][1] if len(blocks) == 1 and len(blocks[0]) > 1 else blocks[0][0]
     choice = _choice_error(re.sub(r"\s+", " ", msg))
     if choice:
         return f"{choice} (see --help)"
     raw = [re.sub(r"^[│┃|]|[│┃|]\s*$", "", ln).rstrip() for ln in captured.splitlines()]
     at = next((i for i, ln in enumerate(raw) if ln.strip().lower().startswith("perhaps you meant")), None)
     if at is not None:  # tyro's suggestions: the flags (or commands) it lists, less indented than their help lines
-        msg = next(ln for b in blocks[1:] for ln in b)  # the sentence before the suggestions
+        msg = rest[0][0] if rest else msg  # the sentence before the suggestions
         listed = [ln for ln in raw[at + 1 :] if ln.strip() and not _SEPARATOR.match(ln.strip())]
         listed = listed[: next((i for i, ln in enumerate(listed) if ln.strip().lower().startswith("for full")), None)]
         indent = min((len(ln) - len(ln.lstrip()) for ln in listed), default=0)
