@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import enum
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
-if TYPE_CHECKING:  # pragma: no cover
-    from toolssm.tools.base import Tool
 
 PAD, BOS, EOS, ANS = "[PAD]", "[BOS]", "[EOS]", "[ANS]"
 SPECIALS: tuple[str, ...] = (PAD, BOS, EOS, ANS)
@@ -200,6 +199,32 @@ class Vocab:
     @classmethod
     def from_json(cls, s: str) -> Vocab:
         return cls(json.loads(s))
+
+
+class Tool(ABC):
+    """The oracle an `Episode` drives (toolssm.tools.base has the registry and the full contract)."""
+
+    #: every token this tool can take as a command or give back as an observation (beyond memory tokens)
+    tokens: tuple[str, ...] = ()
+
+    @abstractmethod
+    def reset(self, input_tokens: Sequence[str]) -> list[str]:
+        """Start a new episode. Returns an initial observation (usually empty)."""
+
+    @abstractmethod
+    def accepts(self, token: str) -> bool:
+        """Whether the episode should route this generated token to the tool as a command."""
+
+    @abstractmethod
+    def step(self, command: str) -> list[str]:
+        """Run one command token; return the observation tokens."""
+
+    def record(self, token: str) -> None:  # noqa: B027 - optional hook
+        """A thought or output token was generated. Context-memory tools append it."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the tool holds (processes, files). Called once the episode is over and graded; safe to
+        call twice. Most tools hold only memory: nothing to do."""
 
 
 class Step(NamedTuple):

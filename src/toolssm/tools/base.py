@@ -1,4 +1,5 @@
-"""The tool (oracle) interface, gymnasium-style.
+"""The tool registry, and the tool (oracle) interface, gymnasium-style: `Tool` is defined beside the `Episode` that
+drives it (toolssm.protocol) and imported here, where every tool finds it.
 
 A tool is stateful and deterministic. ``reset(input_tokens)`` starts a new episode's memory (M_0 may
 depend on the input, as in the paper). ``step(command_token)`` runs one command token and returns the
@@ -14,36 +15,14 @@ Tools are registered by name (`register_tool`, `TOOLS`); another package adds it
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
+from toolssm.protocol import Tool
 from toolssm.registry import Registry
 
+__all__ = ["ERR", "TOOLS", "Tool", "get_tool", "register_tool", "tool_names"]
+
 ERR = "[ERR]"
-
-
-class Tool(ABC):
-    #: every token this tool can take as a command or give back as an observation (beyond memory tokens)
-    tokens: tuple[str, ...] = ()
-
-    @abstractmethod
-    def reset(self, input_tokens: Sequence[str]) -> list[str]:
-        """Start a new episode. Returns an initial observation (usually empty)."""
-
-    @abstractmethod
-    def accepts(self, token: str) -> bool:
-        """Whether the episode should route this generated token to the tool as a command."""
-
-    @abstractmethod
-    def step(self, command: str) -> list[str]:
-        """Run one command token; return the observation tokens."""
-
-    def record(self, token: str) -> None:  # noqa: B027 - optional hook
-        """A thought or output token was generated. Context-memory tools append it."""
-
-    def close(self) -> None:  # noqa: B027 - optional hook
-        """Release what the tool holds (processes, files). Called once the episode is over and graded; safe to
-        call twice. Most tools hold only memory: nothing to do."""
 
 
 #: every tool by name: the built-in ones, and the plugins of the ``toolssm.tools`` entry-point group
