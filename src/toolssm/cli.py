@@ -102,9 +102,10 @@ class DemoConfig(TrainConfig):
     out: str = "runs/demo"
     resume: bool = True
     """continue the run in ``out`` (a finished one is only evaluated again); a different config is refused"""
-    seed: int = 1
-    """seed 1 is the first of the 10-seed study (docs/design.md, "seeds") whose model generalizes; 9 of seeds 0-9 do,
-    seed 0 reaches 50% at 1,000 digits (docs/design.md, "seeds")"""
+    seed: int = 0
+    """training seed (the addition recipe is exact at 1,000 digits on each of seeds 0-9: docs/design.md, "Seeds")"""
+    weight_decay: float = 0.01
+    """AdamW weight decay: the addition recipe's (without it, seed 0 reaches 50% at 1,000 digits)"""
     threads: int = 1
     """torch CPU threads for training: 1 makes the run bit-identical to a sweep's run of the same seed"""
     lengths: tuple[str, ...] = DEFAULT_LENGTHS
