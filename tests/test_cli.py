@@ -188,7 +188,7 @@ def test_demo_rerun_evaluates_its_finished_run_again_and_refuses_another_config(
     out = capsys.readouterr().out
     assert "holds this demo's finished run" in out and "demo finished" in out  # its record, not a new run
     assert (tmp_path / "checkpoint" / "model.safetensors").read_bytes() == weights
-    assert "seed=1 here, 2 asked" in one_line_error(capsys, [*argv, "--seed", "2"])
+    assert "seed=0 here, 2 asked" in one_line_error(capsys, [*argv, "--seed", "2"])
 
 
 @pytest.mark.parametrize("task, text", [("addition", "１+２"), ("addition", "٣+٤"), ("subtraction", "５-３"),
