@@ -192,3 +192,23 @@ def test_the_camera_ready_oolong_and_rmt_rows_carry_their_models_and_the_papers_
     assert rmt == {"rmt-s16": {"preset": "cpu", "arch": "rmt", "segment": 16},
                    "rmt-s64": {"preset": "cpu", "arch": "rmt", "segment": 64}}
     assert all("no meaningful length generalization" in paper_value("d9-rmt", "", row) for row in rmt)
+
+
+def test_the_demo_compare_and_figure_2_train_the_same_addition_recipe(tmp_path):
+    """The demo's run is the seed study's run for its seed (docs/design.md, "Seeds"): same training config, field
+    for field, so the demo shows what `reproduce fig2-addition --seeds ...` measured; `compare` trains it too."""
+    from dataclasses import asdict
+
+    from toolssm.cli import CompareConfig, DemoConfig, compare_plan, demo_run
+    from toolssm.sweep import Run
+
+    def resolved(run: Run) -> dict:
+        cfg = asdict(run.train_config(tmp_path))
+        cfg["model"] = {"arch": cfg["model"]["arch"], **resolve(ModelConfig(**cfg["model"]))}
+        return {k: v for k, v in cfg.items() if k not in ("device", "threads", "out")}
+
+    demo = DemoConfig()
+    (fig2,) = plan(EXPERIMENTS["fig2-addition"], "cpu", rows=("lstm",), seeds=(demo.seed,))
+    (compare,) = compare_plan(CompareConfig(models=("lstm",), seed=demo.seed))
+    assert resolved(demo_run(demo)) == resolved(fig2) == resolved(compare)
+    assert resolved(fig2)["weight_decay"] == 0.01 and demo.seed == 0

@@ -356,6 +356,8 @@ class CompareConfig:
     """training steps of every model"""
     seed: int = 0
     """training seed of every model"""
+    weight_decay: float = 0.01
+    """AdamW weight decay of every model (the demo's addition recipe)"""
     lengths: tuple[str, ...] = DEFAULT_LENGTHS
     """sizes to test"""
     n_problems: int = 20
@@ -366,7 +368,8 @@ class CompareConfig:
 
 def compare_plan(cfg: CompareConfig) -> list[Run]:
     """One run per model: the demo recipe with this compare's settings (a sweep plan)."""
-    base = {"task": cfg.task, "train_size": cfg.train_size, "steps": cfg.steps, "seed": cfg.seed}
+    base = {"task": cfg.task, "train_size": cfg.train_size, "steps": cfg.steps, "seed": cfg.seed,
+            "weight_decay": cfg.weight_decay}
     runs = []
     for m in cfg.models:
         train_fields = {**base, "model": {"arch": m}}
