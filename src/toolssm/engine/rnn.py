@@ -2,10 +2,11 @@
 
 Weights are read from the torch module as they are (float32); the matrix products accumulate in float32, the
 whole live batch at once, as torch's sgemm does (`matmul_tn` for the gates, over weights stored transposed and
-vectorized along the output rows; `matmul_nt` for the head, 4x4 register tiles vectorized along k); biases, gates and activations are computed in float64 (sigmoid and tanh through the vectorized `exp64`),
-and the state is rounded to float32 after each step, as torch keeps it. So the engine's logits differ from
-torch's by rounding only (about 1e-6 relative), and argmax can differ only at a near-tie (tests report the
-margin there). One precomputation: layer 0's input term is a lookup, ``T0[tok] = W_ih0 embed[tok] + b_ih0 +
+vectorized along the output rows; `matmul_nt` for the head, 4x4 register tiles vectorized along k); biases,
+gates and activations are computed in float64 (sigmoid and tanh through the vectorized `exp64`), and the state
+is rounded to float32 after each step, as torch keeps it. So the engine's logits differ from torch's by
+rounding only (about 1e-6 relative), and argmax can differ only at a near-tie (tests report the margin there).
+One precomputation: layer 0's input term is a lookup, ``T0[tok] = W_ih0 embed[tok] + b_ih0 +
 b_hh0`` (float64, built once per rollout), since its input is always one of V embeddings.
 
 Speed notes. Every kernel is compiled with ``error_model="numpy"``: under numba's default (Python's), each
