@@ -197,7 +197,8 @@ def report_difference(model, task, vocab, problems) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", default="runs/demo", help="a trained model for its architecture's rows")
+    ap.add_argument("--checkpoint", default=None,
+                    help="a trained model for its architecture's rows (default: runs/demo where it exists)")
     ap.add_argument("--archs", nargs="+", default=["lstm", "gru", "mamba"])
     ap.add_argument("--size", default=100, type=int, help="digits of the batch-1 problem")
     ap.add_argument("--batch-size-digits", default=10, type=int, help="digits of the batch-20 problems")
@@ -209,6 +210,8 @@ def main() -> None:
     ap.add_argument("--repeat", default=3, type=int, help="runs of each path a speed row (the least time is kept)")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.checkpoint is None:
+        args.checkpoint = "runs/demo" if os.path.exists("runs/demo") else ""
     if args.check:
         check(args)
     else:

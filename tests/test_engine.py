@@ -275,6 +275,45 @@ def test_tiled_matmul_matches_numpy(n):
         np.testing.assert_allclose(G, want, rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("n", [1, 3, 4, 7, 20])
+def test_transposed_matmul_matches_numpy(n):
+    """rnn.matmul_tn's 4-row passes, its 1-row tail, a K that is not a multiple of 8, and a column offset in X."""
+    from toolssm.engine.rnn import matmul_tn
+
+    rng = np.random.default_rng(n)
+    for K, x0 in ((50, 0), (27, 13), (8, 5), (3, 0)):
+        WT = rng.standard_normal((K, 30)).astype(np.float32)
+        X = rng.standard_normal((n, 60)).astype(np.float32)
+        G = np.full((n, 30), np.nan, np.float32)
+        matmul_tn(WT, X, x0, G, n)
+        want = X[:, x0 : x0 + K].astype(np.float64) @ WT.astype(np.float64)
+        np.testing.assert_allclose(G, want, rtol=0, atol=1e-4)
+
+
+def test_softplus_and_log1p_are_accurate_to_an_ulp_or_so():
+    """mamba._softplus (through the vectorizable exp64 and _log1p01) against libm's log1p(exp(v))."""
+    import math
+
+    from numba import njit
+
+    from toolssm.engine.mamba import _log1p01, _softplus
+
+    @njit
+    def both(x, a, b):
+        for i in range(x.shape[0]):
+            a[i] = _softplus(x[i])
+            b[i] = _log1p01(min(abs(x[i]) / 700.0, 1.0))
+
+    x = np.concatenate([np.linspace(-700, 30, 200_001), np.random.default_rng(0).standard_normal(10_000) * 5])
+    a, b = np.zeros_like(x), np.zeros_like(x)
+    both(x, a, b)
+    want = np.array([v if v > 20 else math.log1p(math.exp(v)) for v in x])
+    assert np.abs(a / want - 1).max() < 1e-14
+    y = np.minimum(np.abs(x) / 700.0, 1.0)
+    ok = y > 0
+    assert np.abs(b[ok] / np.log1p(y[ok]) - 1).max() < 1e-14 and np.all(b[~ok] == 0)
+
+
 def test_exp64_is_accurate_to_an_ulp_or_so():
     from toolssm.engine.rnn import vexp
 

@@ -1,11 +1,12 @@
 """LSTM and GRU kernels for the compiled decode loop (the models: toolssm.models.rnn, torch.nn.LSTM / GRU).
 
-Weights are read from the torch module as they are (float32); the matrix products accumulate in float32
-(`matmul_nt`: the whole live batch at once in 4x4 register tiles, vectorized with fastmath, as torch's sgemm
-is); biases, gates and activations are computed in float64 (sigmoid and tanh through the vectorized `exp64`),
-and the state is rounded to float32 after each step, as torch keeps it. So the engine's logits differ from
-torch's by rounding only (about 1e-6 relative), and argmax can differ only at a near-tie (tests report the
-margin there). One precomputation: layer 0's input term is a lookup, ``T0[tok] = W_ih0 embed[tok] + b_ih0 +
+Weights are read from the torch module as they are (float32); the matrix products accumulate in float32, the
+whole live batch at once, as torch's sgemm does (`matmul_tn` for the gates, over weights stored transposed and
+vectorized along the output rows; `matmul_nt` for the head, 4x4 register tiles vectorized along k); biases,
+gates and activations are computed in float64 (sigmoid and tanh through the vectorized `exp64`), and the state
+is rounded to float32 after each step, as torch keeps it. So the engine's logits differ from torch's by
+rounding only (about 1e-6 relative), and argmax can differ only at a near-tie (tests report the margin there).
+One precomputation: layer 0's input term is a lookup, ``T0[tok] = W_ih0 embed[tok] + b_ih0 +
 b_hh0`` (float64, built once per rollout), since its input is always one of V embeddings.
 
 Speed notes. Every kernel is compiled with ``error_model="numpy"``: under numba's default (Python's), each
@@ -99,6 +100,72 @@ def matmul_nt(W, X, k0, k1, G, n):
         j += 1
 
 
+@nb.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def matmul_tn(WT, X, x0, G, n):
+    """G[j, r] = sum_{k < K} X[j, x0 + k] WT[k, r] for rows j < n (G = X[:, x0:x0+K] WT), float32 accumulation;
+    WT (K, R) is a weight matrix stored transposed, so that the sums run along the output rows.
+
+    matmul_nt vectorizes each of its 16 sums over k, and each ends in a horizontal reduction of a 16-lane vector,
+    which at K = 96 costs about as much as the sum's multiplies. Here the vector runs along the R outputs instead:
+    a pass over the output row of 4 episodes adds 8 k's at once (g[r] += x[k] WT[k, r] + ... + x[k+7] WT[k+7, r]:
+    8 weight loads, 4 loads and 4 stores of G, 32 multiply-adds a vector), with no reduction at all (about 40
+    GMAC/s here against 31-33 for matmul_nt at K = 96, R = 288 or 384, batch 20). Rows past the last full 4 take
+    the 1-row loop (four aliased rows would defeat LLVM's vectorization). Best where R is a few hundred: for
+    a small R (a head of V rows) matmul_nt is faster."""
+    K, R = WT.shape
+    K8 = K - K % 8
+    j = 0
+    while j + 4 <= n:
+        g0, g1, g2, g3 = G[j], G[j + 1], G[j + 2], G[j + 3]
+        y0, y1, y2, y3 = X[j, x0 : x0 + K], X[j + 1, x0 : x0 + K], X[j + 2, x0 : x0 + K], X[j + 3, x0 : x0 + K]
+        for r in range(R):
+            g0[r] = g1[r] = g2[r] = g3[r] = np.float32(0.0)
+        for k in range(0, K8, 8):
+            w0, w1, w2, w3 = WT[k], WT[k + 1], WT[k + 2], WT[k + 3]
+            w4, w5, w6, w7 = WT[k + 4], WT[k + 5], WT[k + 6], WT[k + 7]
+            a0, a1, a2, a3 = y0[k], y0[k + 1], y0[k + 2], y0[k + 3]
+            a4, a5, a6, a7 = y0[k + 4], y0[k + 5], y0[k + 6], y0[k + 7]
+            b0, b1, b2, b3 = y1[k], y1[k + 1], y1[k + 2], y1[k + 3]
+            b4, b5, b6, b7 = y1[k + 4], y1[k + 5], y1[k + 6], y1[k + 7]
+            c0, c1, c2, c3 = y2[k], y2[k + 1], y2[k + 2], y2[k + 3]
+            c4, c5, c6, c7 = y2[k + 4], y2[k + 5], y2[k + 6], y2[k + 7]
+            d0, d1, d2, d3 = y3[k], y3[k + 1], y3[k + 2], y3[k + 3]
+            d4, d5, d6, d7 = y3[k + 4], y3[k + 5], y3[k + 6], y3[k + 7]
+            for r in range(R):
+                u0, u1, u2, u3, u4, u5, u6, u7 = w0[r], w1[r], w2[r], w3[r], w4[r], w5[r], w6[r], w7[r]
+                g0[r] = g0[r] + a0 * u0 + a1 * u1 + a2 * u2 + a3 * u3 + a4 * u4 + a5 * u5 + a6 * u6 + a7 * u7
+                g1[r] = g1[r] + b0 * u0 + b1 * u1 + b2 * u2 + b3 * u3 + b4 * u4 + b5 * u5 + b6 * u6 + b7 * u7
+                g2[r] = g2[r] + c0 * u0 + c1 * u1 + c2 * u2 + c3 * u3 + c4 * u4 + c5 * u5 + c6 * u6 + c7 * u7
+                g3[r] = g3[r] + d0 * u0 + d1 * u1 + d2 * u2 + d3 * u3 + d4 * u4 + d5 * u5 + d6 * u6 + d7 * u7
+        for k in range(K8, K):
+            w0 = WT[k]
+            a0, b0, c0, d0 = y0[k], y1[k], y2[k], y3[k]
+            for r in range(R):
+                u0 = w0[r]
+                g0[r] += a0 * u0
+                g1[r] += b0 * u0
+                g2[r] += c0 * u0
+                g3[r] += d0 * u0
+        j += 4
+    while j < n:
+        g0, y0 = G[j], X[j, x0 : x0 + K]
+        for r in range(R):
+            g0[r] = np.float32(0.0)
+        for k in range(0, K8, 8):
+            w0, w1, w2, w3 = WT[k], WT[k + 1], WT[k + 2], WT[k + 3]
+            w4, w5, w6, w7 = WT[k + 4], WT[k + 5], WT[k + 6], WT[k + 7]
+            a0, a1, a2, a3 = y0[k], y0[k + 1], y0[k + 2], y0[k + 3]
+            a4, a5, a6, a7 = y0[k + 4], y0[k + 5], y0[k + 6], y0[k + 7]
+            for r in range(R):
+                g0[r] = (g0[r] + a0 * w0[r] + a1 * w1[r] + a2 * w2[r] + a3 * w3[r] + a4 * w4[r] + a5 * w5[r]
+                         + a6 * w6[r] + a7 * w7[r])  # fmt: skip
+        for k in range(K8, K):
+            w0, a0 = WT[k], y0[k]
+            for r in range(R):
+                g0[r] += a0 * w0[r]
+        j += 1
+
+
 _LOG2E, _LN2_HI, _LN2_LO = 1.4426950408889634, 0.6931471803691238, 1.9082149292705877e-10
 
 
@@ -107,7 +174,12 @@ def exp64(x):
     """exp(x) in float64 to about 1 ulp, in straight-line code LLVM vectorizes in a loop (libm's exp is a call per
     element: without Intel's SVML, numba does not vectorize math.exp). x = k ln2 + r, |r| <= ln2/2; exp(r) by its
     Taylor series to degree 13 (error below 1e-16 relative); 2^k from the exponent bits. x is clamped to +-700."""
-    v = min(max(x, -700.0), 700.0)
+    return _exp_within(min(max(x, -700.0), 700.0))
+
+
+@nb.njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
+def _exp_within(v):
+    """exp64 of a v the caller has clamped to within +-700 (a second clamp is not folded away by LLVM)."""
     k = np.floor(v * _LOG2E + 0.5)
     r = (v - k * _LN2_HI) - k * _LN2_LO
     p = 1.0 / 6227020800.0
@@ -147,12 +219,19 @@ _CLAMP = 200.0  # |x| of exp(x) in the gates: a product of three (1 + exp(200)) 
 # clamp moves a gate by less than exp(-200) = 1e-87, far below float32's smallest number (1e-45)
 
 
+@nb.njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
+def _gate_exp(x):
+    """exp(x) with x clamped to +-_CLAMP."""
+    return _exp_within(min(max(x, -_CLAMP), _CLAMP))
+
+
 @nb.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 def _lstm_gate_exps(g, b, scale, e):
     """e[r] = exp(-scale[r] (g[r] + b[r])) in float64, the argument clamped to +-_CLAMP: sigmoid(x) = 1 / (1 + e)
-    with scale 1 (gates i, f, o), tanh(x) = (1 - e) / (1 + e) with scale 2 (gate g)."""
+    with scale 1 (gates i, f, o), tanh(x) = (1 - e) / (1 + e) with scale 2 (gate g). (A pass of its own: the
+    exps fused into _lstm_cell's pass ran 15 % slower, four exps an element in flight at once.)"""
     for r in range(g.shape[0]):
-        e[r] = exp64(min(max(-scale[r] * (np.float64(g[r]) + b[r]), -_CLAMP), _CLAMP))
+        e[r] = _gate_exp(-scale[r] * (np.float64(g[r]) + b[r]))
 
 
 @nb.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
@@ -170,7 +249,7 @@ def _lstm_cell(e, c, h, x):
         pig = pi * (1.0 + eg)
         cn = np.float32((np.float64(c[k]) * pig + (1.0 - eg) * pf) / (pf * pig))
         c[k] = cn
-        ec = exp64(min(max(-2.0 * np.float64(cn), -_CLAMP), _CLAMP))
+        ec = _gate_exp(-2.0 * np.float64(cn))
         hn = np.float32((1.0 - ec) / ((1.0 + e[3 * D + k]) * (1.0 + ec)))
         h[k] = hn
         x[k] = hn
@@ -178,21 +257,21 @@ def _lstm_cell(e, c, h, x):
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def lstm_step(mp, toks, state, scratch, logits, n):
-    """One step of rows j < n. Per layer: the gates' pre-activations of every row by one tiled matmul, then per row
+    """One step of rows j < n. Per layer: the gates' pre-activations of every row by one matmul_tn, then per row
     one pass for the gates' exps (the bias, or layer 0's lookup, added in float64) and one for c and h."""
-    T0, W, B, Wh, bh, scale = mp  # (V, 4D) f64, (L, 4D, 2D) f32 [W_ih | W_hh], (L, 4D) f64, (V, D) f32, (V,) f64,
-    # (4D,) f64: 1 for the sigmoid gates, 2 for g
-    L, D = W.shape[0], W.shape[2] // 2
+    T0, WT0, WT, B, Wh, bh, scale = mp  # (V, 4D) f64; (D, 4D) f32 W_hh0^T; (L-1, 2D, 4D) f32 [W_ih | W_hh]^T of
+    # layers 1..; (L, 4D) f64; (V, D) f32; (V,) f64; (4D,) f64: 1 for the sigmoid gates, 2 for g
+    L, D = B.shape[0], WT0.shape[0]
     X, G, e = scratch  # (B, 2D) f32 [input, h_old]; (B, 4D) f32 the gates' matmul; (4D,) f64 their exps
     for l in range(L):
         hoff, coff = l * D, (L + l) * D
-        for j in range(n):
-            for k in range(D):
-                X[j, D + k] = state[j, hoff + k]
         if l == 0:  # layer 0's input term is the lookup T0[tok] (biases included)
-            matmul_nt(W[0], X, D, 2 * D, G, n)
+            matmul_tn(WT0, state, hoff, G, n)
         else:
-            matmul_nt(W[l], X, 0, 2 * D, G, n)
+            for j in range(n):
+                for k in range(D):
+                    X[j, D + k] = state[j, hoff + k]
+            matmul_tn(WT[l - 1], X, 0, G, n)
         for j in range(n):
             _lstm_gate_exps(G[j], T0[toks[j]] if l == 0 else B[l], scale, e)
             _lstm_cell(e, state[j, coff : coff + D], state[j, hoff : hoff + D], X[j, :D])
@@ -200,19 +279,22 @@ def lstm_step(mp, toks, state, scratch, logits, n):
 
 
 @nb.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-def _gru_cell(gi, bi, gh, bh, h_old, h, x):
+def _gru_cell(gi, bi, gh, bh, h_old, h, x, e):
     """torch.nn.GRU's cell from the float32 matmuls gi = W_i x, gh = W_h h_old and float64 biases bi, bh (gates
     r, z, n in that order): r = s(gi_r + bi_r + gh_r + bh_r), z likewise, n = tanh(gi_n + bi_n + r (gh_n + bh_n)),
     h' = (1 - z) n + z h_old = (e_z (1 - e_n) + h_old (1 + e_n)) / ((1 + e_z)(1 + e_n)) with e_z = exp(-x_z),
-    e_n = exp(-2 x_n): two divisions. h' (float32) goes to h and x."""
+    e_n = exp(-2 x_n): two divisions. h' (float32) goes to h and x. Two passes, r and e_z into e (2D,) f64, then
+    n and h': with all three exps in one pass the cell ran about 12 % slower (as the LSTM's, see _lstm_gate_exps)."""
     D = h.shape[0]
     for k in range(D):
         xr = (np.float64(gi[k]) + bi[k]) + (np.float64(gh[k]) + bh[k])
         xz = (np.float64(gi[D + k]) + bi[D + k]) + (np.float64(gh[D + k]) + bh[D + k])
-        r = 1.0 / (1.0 + exp64(min(max(-xr, -_CLAMP), _CLAMP)))
-        xn = (np.float64(gi[2 * D + k]) + bi[2 * D + k]) + r * (np.float64(gh[2 * D + k]) + bh[2 * D + k])
-        en = exp64(min(max(-2.0 * xn, -_CLAMP), _CLAMP))
-        ez = exp64(min(max(-xz, -_CLAMP), _CLAMP))
+        e[k] = 1.0 / (1.0 + _gate_exp(-xr))
+        e[D + k] = _gate_exp(-xz)
+    for k in range(D):
+        xn = (np.float64(gi[2 * D + k]) + bi[2 * D + k]) + e[k] * (np.float64(gh[2 * D + k]) + bh[2 * D + k])
+        en = _gate_exp(-2.0 * xn)
+        ez = e[D + k]
         hn = np.float32((ez * (1.0 - en) + np.float64(h_old[k]) * (1.0 + en)) / ((1.0 + ez) * (1.0 + en)))
         h[k] = hn
         x[k] = hn
@@ -220,21 +302,23 @@ def _gru_cell(gi, bi, gh, bh, h_old, h, x):
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def gru_step(mp, toks, state, scratch, logits, n):
-    """One step of rows j < n, batched as lstm_step: per layer two tiled matmuls, then the cell row by row."""
-    T0, Wi, Bi, Wh_, Bh_, Wh, bh = mp  # T0 (V, 3D) = W_i0 embed + b_i0; Wi, Wh_ (L, 3D, D); Bi, Bh_ (L, 3D) f64
-    L, D = Wi.shape[0], Wi.shape[2]
-    X, H, GI, GH, zero = scratch  # (B, D) f32 the input, the old state; (B, 3D) f32 x2 the matmuls; (3D,) f32 0
+    """One step of rows j < n, batched as lstm_step: per layer two matmul_tn's, then the cell row by row."""
+    T0, WiT, Bi, WhT, Bh_, Wh, bh = mp  # T0 (V, 3D) = W_i0 embed + b_i0; WiT, WhT (L, D, 3D) f32 (transposed);
+    # Bi, Bh_ (L, 3D) f64
+    L, D = WiT.shape[0], WiT.shape[1]
+    X, H, GI, GH, zero, e = scratch  # (B, D) f32 the input, the old state; (B, 3D) f32 x2 the matmuls; (3D,) f32 0;
+    # (2D,) f64 the cell's r and e_z
     for l in range(L):
         off = l * D
         if l > 0:
-            matmul_nt(Wi[l], X, 0, D, GI, n)
+            matmul_tn(WiT[l], X, 0, GI, n)
         for j in range(n):
             for k in range(D):
                 H[j, k] = state[j, off + k]
-        matmul_nt(Wh_[l], H, 0, D, GH, n)
+        matmul_tn(WhT[l], H, 0, GH, n)
         for j in range(n):  # layer 0's input term is the lookup T0[tok] (its bias included)
             gi, bi = (zero, T0[toks[j]]) if l == 0 else (GI[j], Bi[l])
-            _gru_cell(gi, bi, GH[j], Bh_[l], H[j], state[j, off : off + D], X[j])
+            _gru_cell(gi, bi, GH[j], Bh_[l], H[j], state[j, off : off + D], X[j], e)
     head_logits(Wh, bh, X, n, logits)
 
 
@@ -254,16 +338,16 @@ def lstm_pack(model):
     w_ih0 = rnn.weight_ih_l0.detach().double()
     b0 = rnn.bias_ih_l0.detach().double() + rnn.bias_hh_l0.detach().double()
     T0 = (E @ w_ih0.T + b0).numpy()  # (V, 4D)
-    W = np.zeros((L, 4 * D, 2 * D), np.float32)
+    WT0 = np.ascontiguousarray(_f32(rnn.weight_hh_l0).T)  # (D, 4D)
+    WT = np.zeros((max(L - 1, 1), 2 * D, 4 * D), np.float32)  # layers 1..L-1: [W_ih | W_hh]^T
     B = np.zeros((L, 4 * D), np.float64)
-    for l in range(L):
-        W[l, :, D:] = _f32(getattr(rnn, f"weight_hh_l{l}"))
-        if l > 0:
-            W[l, :, :D] = _f32(getattr(rnn, f"weight_ih_l{l}"))
-            B[l] = _f64(getattr(rnn, f"bias_ih_l{l}")) + _f64(getattr(rnn, f"bias_hh_l{l}"))
+    for l in range(1, L):
+        WT[l - 1, :D] = _f32(getattr(rnn, f"weight_ih_l{l}")).T
+        WT[l - 1, D:] = _f32(getattr(rnn, f"weight_hh_l{l}")).T
+        B[l] = _f64(getattr(rnn, f"bias_ih_l{l}")) + _f64(getattr(rnn, f"bias_hh_l{l}"))
     scale = np.ones(4 * D)
     scale[2 * D : 3 * D] = 2.0  # gate g: tanh(x) from exp(-2x)
-    mp = (np.ascontiguousarray(T0), W, B, _f32(model.head.weight), _f64(model.head.bias), scale)
+    mp = (np.ascontiguousarray(T0), WT0, WT, B, _f32(model.head.weight), _f64(model.head.bias), scale)
     z = np.zeros
     return mp, 2 * L * D, lambda b: (z((b, 2 * D), np.float32), z((b, 4 * D), np.float32), z(4 * D))
 
@@ -278,20 +362,21 @@ def gru_pack(model):
     L, D = rnn.num_layers, rnn.hidden_size
     E = model.embed.weight.detach().double()
     T0 = (E @ rnn.weight_ih_l0.detach().double().T + rnn.bias_ih_l0.detach().double()).numpy()  # (V, 3D)
-    Wi = np.zeros((L, 3 * D, D), np.float32)
+    WiT = np.zeros((L, D, 3 * D), np.float32)  # transposed, for matmul_tn
     Bi = np.zeros((L, 3 * D), np.float64)
-    Wh_ = np.zeros((L, 3 * D, D), np.float32)
+    WhT = np.zeros((L, D, 3 * D), np.float32)
     Bh_ = np.zeros((L, 3 * D), np.float64)
     for l in range(L):
-        Wh_[l] = _f32(getattr(rnn, f"weight_hh_l{l}"))
+        WhT[l] = _f32(getattr(rnn, f"weight_hh_l{l}")).T
         Bh_[l] = _f64(getattr(rnn, f"bias_hh_l{l}"))
         if l > 0:
-            Wi[l] = _f32(getattr(rnn, f"weight_ih_l{l}"))
+            WiT[l] = _f32(getattr(rnn, f"weight_ih_l{l}")).T
             Bi[l] = _f64(getattr(rnn, f"bias_ih_l{l}"))
-    mp = (np.ascontiguousarray(T0), Wi, Bi, Wh_, Bh_, _f32(model.head.weight), _f64(model.head.bias))
+    mp = (np.ascontiguousarray(T0), WiT, Bi, WhT, Bh_, _f32(model.head.weight), _f64(model.head.bias))
     z = np.zeros
     f = np.float32
-    return mp, L * D, lambda b: (z((b, D), f), z((b, D), f), z((b, 3 * D), f), z((b, 3 * D), f), z(3 * D, f))
+    return mp, L * D, lambda b: (z((b, D), f), z((b, D), f), z((b, 3 * D), f), z((b, 3 * D), f), z(3 * D, f),
+                               z(2 * D))  # fmt: skip
 
 
 def gru_state(model, state) -> np.ndarray:
