@@ -3,11 +3,12 @@
 Weights are read from the torch module as they are (float32); the matrix products accumulate in float32, the
 whole live batch at once, as torch's sgemm does (`matmul_tn` for the gates, over weights stored transposed and
 vectorized along the output rows; `matmul_nt` for the head, 4x4 register tiles vectorized along k); biases,
-gates and activations are computed in float64 (sigmoid and tanh through the vectorized `exp64`), and the state
-is rounded to float32 after each step, as torch keeps it. So the engine's logits differ from torch's by
-rounding only (about 1e-6 relative), and argmax can differ only at a near-tie (tests report the margin there).
-One precomputation: layer 0's input term is a lookup, ``T0[tok] = W_ih0 embed[tok] + b_ih0 +
-b_hh0`` (float64, built once per rollout), since its input is always one of V embeddings.
+gates and activations are computed in float32, as torch computes them (sigmoid and tanh through a vectorized
+float32 exp, 16 lanes a vector), and the state is float32, as torch keeps it. So the engine's logits differ from
+torch's by rounding only (about 1e-6 relative), and argmax can differ only at a near-tie (tests report the
+margin there). The head's bias is added in float64. One precomputation: layer 0's input term is a lookup,
+``T0[tok] = W_ih0 embed[tok] + b_ih0 + b_hh0`` (computed in float64 once per rollout, stored float32), since its
+input is always one of V embeddings.
 
 Speed notes. Every kernel is compiled with ``error_model="numpy"``: under numba's default (Python's), each
 float division checks for a zero divisor and raises, a branch that keeps LLVM from vectorizing any loop that
@@ -206,6 +207,38 @@ def vexp(x, out):
         out[t] = exp64(x[t])
 
 
+_F32 = np.float32
+_LOG2E32, _LN2_HI32, _LN2_LO32 = _F32(1.4426950408889634), _F32(0.693359375), _F32(-2.12194440e-4)
+_HALF32, _ONE32, _TWO32, _BIAS32 = _F32(0.5), _F32(1.0), _F32(2.0), np.int32(127)
+_EXP32_C = tuple(_F32(1.0 / f) for f in (5040.0, 720.0, 120.0, 24.0, 6.0, 2.0, 1.0, 1.0))  # 1/7!, ..., 1/0!
+
+
+@nb.njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
+def _exp32_within(v):
+    """exp(v) in float32 for a float32 v the caller has clamped to within +-87, in straight-line float32 code LLVM
+    vectorizes 16 lanes wide (exp64's is 8): v = k ln2 + r, |r| <= ln2/2 (ln2 split in two, Cody-Waite), exp(r)
+    by its Taylor series to degree 7 (truncation below 6e-9 relative, a tenth of float32's epsilon), 2^k from
+    the exponent bits."""
+    k = np.floor(v * _LOG2E32 + _HALF32)
+    r = (v - k * _LN2_HI32) - k * _LN2_LO32
+    c7, c6, c5, c4, c3, c2, c1, c0 = _EXP32_C
+    p = c7 * r + c6
+    p = p * r + c5
+    p = p * r + c4
+    p = p * r + c3
+    p = p * r + c2
+    p = p * r + c1
+    p = p * r + c0
+    return p * np.int32((np.int32(k) + _BIAS32) << np.int32(23)).view(np.float32)
+
+
+@nb.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def vexp32(x, out):
+    """out[t] = exp(x[t]) in float32 (x clamped to +-87), vectorized: the gates' exp (tested against libm)."""
+    for t in range(x.shape[0]):
+        out[t] = _exp32_within(min(max(x[t], _F32(-87.0)), _F32(87.0)))
+
+
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def head_logits(Wh, bh, X, n, logits):
     """logits[j] = bh + Wh X[j, :D] for j < n (float32 accumulation, the bias added in float64, stored float32)."""
@@ -215,42 +248,42 @@ def head_logits(Wh, bh, X, n, logits):
             logits[j, v] = np.float32(bh[v] + np.float64(logits[j, v]))
 
 
-_CLAMP = 200.0  # |x| of exp(x) in the gates: a product of three (1 + exp(200)) stays finite in float64, and the
-# clamp moves a gate by less than exp(-200) = 1e-87, far below float32's smallest number (1e-45)
+_CLAMP = _F32(29.0)  # |x| of exp(x) in the gates: a product of three (1 + exp(29)) stays finite in float32 (exp(87)
+# < 3.4e38); a gate at the clamp is within 2.6e-13 of 0 or 1 (see docs/engine.md, Exactness)
 
 
 @nb.njit(cache=True, nogil=True, fastmath=True, error_model="numpy", inline="always")
 def _gate_exp(x):
-    """exp(x) with x clamped to +-_CLAMP."""
-    return _exp_within(min(max(x, -_CLAMP), _CLAMP))
+    """exp(x) in float32 with x clamped to +-_CLAMP."""
+    return _exp32_within(min(max(x, -_CLAMP), _CLAMP))
 
 
 @nb.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 def _lstm_gate_exps(g, b, scale, e):
-    """e[r] = exp(-scale[r] (g[r] + b[r])) in float64, the argument clamped to +-_CLAMP: sigmoid(x) = 1 / (1 + e)
+    """e[r] = exp(-scale[r] (g[r] + b[r])) in float32, the argument clamped to +-_CLAMP: sigmoid(x) = 1 / (1 + e)
     with scale 1 (gates i, f, o), tanh(x) = (1 - e) / (1 + e) with scale 2 (gate g). (A pass of its own: the
     exps fused into _lstm_cell's pass ran 15 % slower, four exps an element in flight at once.)"""
     for r in range(g.shape[0]):
-        e[r] = _gate_exp(-scale[r] * (np.float64(g[r]) + b[r]))
+        e[r] = _gate_exp(-scale[r] * (g[r] + b[r]))
 
 
 @nb.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 def _lstm_cell(e, c, h, x):
-    """The new cell and hidden state from the gate exps e = [e_i, e_f, e_g, e_o] (see _lstm_gate_exps); c and h
-    (float32) are updated in place, h copied to x (the next layer's input).
+    """The new cell and hidden state from the gate exps e = [e_i, e_f, e_g, e_o] (see _lstm_gate_exps), all float32
+    (torch's gate math is float32 too); c and h are updated in place, h copied to x (the next layer's input).
 
     i = 1 / (1 + e_i), f = 1 / (1 + e_f), g = (1 - e_g) / (1 + e_g), so c' = f c + i g =
     (c (1 + e_i)(1 + e_g) + (1 - e_g)(1 + e_f)) / ((1 + e_f)(1 + e_i)(1 + e_g)), and h = o tanh(c') =
-    (1 - e_c) / ((1 + e_o)(1 + e_c)) with e_c = exp(-2 c'): two divisions instead of one a sigmoid or tanh (five;
-    float64 division is the slow part of the element-wise work). No overflow: every exponent is within +-_CLAMP."""
+    (1 - e_c) / ((1 + e_o)(1 + e_c)) with e_c = exp(-2 c'): two divisions instead of one a sigmoid or tanh (five).
+    No overflow: every exponent is within +-_CLAMP."""
     D = c.shape[0]
     for k in range(D):
-        pi, pf, eg = 1.0 + e[k], 1.0 + e[D + k], e[2 * D + k]
-        pig = pi * (1.0 + eg)
-        cn = np.float32((np.float64(c[k]) * pig + (1.0 - eg) * pf) / (pf * pig))
+        pi, pf, eg = _ONE32 + e[k], _ONE32 + e[D + k], e[2 * D + k]
+        pig = pi * (_ONE32 + eg)
+        cn = (c[k] * pig + (_ONE32 - eg) * pf) / (pf * pig)
         c[k] = cn
-        ec = _gate_exp(-2.0 * np.float64(cn))
-        hn = np.float32((1.0 - ec) / ((1.0 + e[3 * D + k]) * (1.0 + ec)))
+        ec = _gate_exp(-_TWO32 * cn)
+        hn = (_ONE32 - ec) / ((_ONE32 + e[3 * D + k]) * (_ONE32 + ec))
         h[k] = hn
         x[k] = hn
 
@@ -258,11 +291,11 @@ def _lstm_cell(e, c, h, x):
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def lstm_step(mp, toks, state, scratch, logits, n):
     """One step of rows j < n. Per layer: the gates' pre-activations of every row by one matmul_tn, then per row
-    one pass for the gates' exps (the bias, or layer 0's lookup, added in float64) and one for c and h."""
-    T0, WT0, WT, B, Wh, bh, scale = mp  # (V, 4D) f64; (D, 4D) f32 W_hh0^T; (L-1, 2D, 4D) f32 [W_ih | W_hh]^T of
-    # layers 1..; (L, 4D) f64; (V, D) f32; (V,) f64; (4D,) f64: 1 for the sigmoid gates, 2 for g
+    one pass for the gates' exps (the bias, or layer 0's lookup, added) and one for c and h, all float32."""
+    T0, WT0, WT, B, Wh, bh, scale = mp  # (V, 4D) f32; (D, 4D) f32 W_hh0^T; (L-1, 2D, 4D) f32 [W_ih | W_hh]^T of
+    # layers 1..; (L, 4D) f32; (V, D) f32; (V,) f64; (4D,) f32: 1 for the sigmoid gates, 2 for g
     L, D = B.shape[0], WT0.shape[0]
-    X, G, e = scratch  # (B, 2D) f32 [input, h_old]; (B, 4D) f32 the gates' matmul; (4D,) f64 their exps
+    X, G, e = scratch  # (B, 2D) f32 [input, h_old]; (B, 4D) f32 the gates' matmul; (4D,) f32 their exps
     for l in range(L):
         hoff, coff = l * D, (L + l) * D
         if l == 0:  # layer 0's input term is the lookup T0[tok] (biases included)
@@ -280,22 +313,22 @@ def lstm_step(mp, toks, state, scratch, logits, n):
 
 @nb.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 def _gru_cell(gi, bi, gh, bh, h_old, h, x, e):
-    """torch.nn.GRU's cell from the float32 matmuls gi = W_i x, gh = W_h h_old and float64 biases bi, bh (gates
-    r, z, n in that order): r = s(gi_r + bi_r + gh_r + bh_r), z likewise, n = tanh(gi_n + bi_n + r (gh_n + bh_n)),
-    h' = (1 - z) n + z h_old = (e_z (1 - e_n) + h_old (1 + e_n)) / ((1 + e_z)(1 + e_n)) with e_z = exp(-x_z),
-    e_n = exp(-2 x_n): two divisions. h' (float32) goes to h and x. Two passes, r and e_z into e (2D,) f64, then
-    n and h': with all three exps in one pass the cell ran about 12 % slower (as the LSTM's, see _lstm_gate_exps)."""
+    """torch.nn.GRU's cell, in float32 as torch's, from the matmuls gi = W_i x, gh = W_h h_old and the biases bi, bh
+    (gates r, z, n in that order): r = s(gi_r + bi_r + gh_r + bh_r), z likewise, n = tanh(gi_n + bi_n + r (gh_n +
+    bh_n)), h' = (1 - z) n + z h_old = (e_z (1 - e_n) + h_old (1 + e_n)) / ((1 + e_z)(1 + e_n)) with e_z = exp(-x_z),
+    e_n = exp(-2 x_n): two divisions. h' goes to h and x. Two passes, r and e_z into e (2D,), then n and h': with
+    all three exps in one pass the cell ran about 12 % slower (as the LSTM's, see _lstm_gate_exps)."""
     D = h.shape[0]
     for k in range(D):
-        xr = (np.float64(gi[k]) + bi[k]) + (np.float64(gh[k]) + bh[k])
-        xz = (np.float64(gi[D + k]) + bi[D + k]) + (np.float64(gh[D + k]) + bh[D + k])
-        e[k] = 1.0 / (1.0 + _gate_exp(-xr))
+        xr = (gi[k] + bi[k]) + (gh[k] + bh[k])
+        xz = (gi[D + k] + bi[D + k]) + (gh[D + k] + bh[D + k])
+        e[k] = _ONE32 / (_ONE32 + _gate_exp(-xr))
         e[D + k] = _gate_exp(-xz)
     for k in range(D):
-        xn = (np.float64(gi[2 * D + k]) + bi[2 * D + k]) + e[k] * (np.float64(gh[2 * D + k]) + bh[2 * D + k])
-        en = _gate_exp(-2.0 * xn)
+        xn = (gi[2 * D + k] + bi[2 * D + k]) + e[k] * (gh[2 * D + k] + bh[2 * D + k])
+        en = _gate_exp(-_TWO32 * xn)
         ez = e[D + k]
-        hn = np.float32((ez * (1.0 - en) + np.float64(h_old[k]) * (1.0 + en)) / ((1.0 + ez) * (1.0 + en)))
+        hn = (ez * (_ONE32 - en) + h_old[k] * (_ONE32 + en)) / ((_ONE32 + ez) * (_ONE32 + en))
         h[k] = hn
         x[k] = hn
 
@@ -304,10 +337,10 @@ def _gru_cell(gi, bi, gh, bh, h_old, h, x, e):
 def gru_step(mp, toks, state, scratch, logits, n):
     """One step of rows j < n, batched as lstm_step: per layer two matmul_tn's, then the cell row by row."""
     T0, WiT, Bi, WhT, Bh_, Wh, bh = mp  # T0 (V, 3D) = W_i0 embed + b_i0; WiT, WhT (L, D, 3D) f32 (transposed);
-    # Bi, Bh_ (L, 3D) f64
+    # Bi, Bh_ (L, 3D) f32
     L, D = WiT.shape[0], WiT.shape[1]
     X, H, GI, GH, zero, e = scratch  # (B, D) f32 the input, the old state; (B, 3D) f32 x2 the matmuls; (3D,) f32 0;
-    # (2D,) f64 the cell's r and e_z
+    # (2D,) f32 the cell's r and e_z
     for l in range(L):
         off = l * D
         if l > 0:
@@ -337,19 +370,19 @@ def lstm_pack(model):
     E = model.embed.weight.detach().double()
     w_ih0 = rnn.weight_ih_l0.detach().double()
     b0 = rnn.bias_ih_l0.detach().double() + rnn.bias_hh_l0.detach().double()
-    T0 = (E @ w_ih0.T + b0).numpy()  # (V, 4D)
+    T0 = (E @ w_ih0.T + b0).float().numpy()  # (V, 4D), computed in float64, rounded to float32
     WT0 = np.ascontiguousarray(_f32(rnn.weight_hh_l0).T)  # (D, 4D)
     WT = np.zeros((max(L - 1, 1), 2 * D, 4 * D), np.float32)  # layers 1..L-1: [W_ih | W_hh]^T
-    B = np.zeros((L, 4 * D), np.float64)
+    B = np.zeros((L, 4 * D), np.float32)
     for l in range(1, L):
         WT[l - 1, :D] = _f32(getattr(rnn, f"weight_ih_l{l}")).T
         WT[l - 1, D:] = _f32(getattr(rnn, f"weight_hh_l{l}")).T
-        B[l] = _f64(getattr(rnn, f"bias_ih_l{l}")) + _f64(getattr(rnn, f"bias_hh_l{l}"))
-    scale = np.ones(4 * D)
+        B[l] = _f64(getattr(rnn, f"bias_ih_l{l}")) + _f64(getattr(rnn, f"bias_hh_l{l}"))  # rounded once
+    scale = np.ones(4 * D, np.float32)
     scale[2 * D : 3 * D] = 2.0  # gate g: tanh(x) from exp(-2x)
     mp = (np.ascontiguousarray(T0), WT0, WT, B, _f32(model.head.weight), _f64(model.head.bias), scale)
     z = np.zeros
-    return mp, 2 * L * D, lambda b: (z((b, 2 * D), np.float32), z((b, 4 * D), np.float32), z(4 * D))
+    return mp, 2 * L * D, lambda b: (z((b, 2 * D), np.float32), z((b, 4 * D), np.float32), z(4 * D, np.float32))
 
 
 def lstm_state(model, state) -> np.ndarray:
@@ -361,11 +394,11 @@ def gru_pack(model):
     rnn = model.rnn
     L, D = rnn.num_layers, rnn.hidden_size
     E = model.embed.weight.detach().double()
-    T0 = (E @ rnn.weight_ih_l0.detach().double().T + rnn.bias_ih_l0.detach().double()).numpy()  # (V, 3D)
+    T0 = (E @ rnn.weight_ih_l0.detach().double().T + rnn.bias_ih_l0.detach().double()).float().numpy()  # (V, 3D)
     WiT = np.zeros((L, D, 3 * D), np.float32)  # transposed, for matmul_tn
-    Bi = np.zeros((L, 3 * D), np.float64)
+    Bi = np.zeros((L, 3 * D), np.float32)
     WhT = np.zeros((L, D, 3 * D), np.float32)
-    Bh_ = np.zeros((L, 3 * D), np.float64)
+    Bh_ = np.zeros((L, 3 * D), np.float32)
     for l in range(L):
         WhT[l] = _f32(getattr(rnn, f"weight_hh_l{l}")).T
         Bh_[l] = _f64(getattr(rnn, f"bias_hh_l{l}"))
@@ -376,7 +409,7 @@ def gru_pack(model):
     z = np.zeros
     f = np.float32
     return mp, L * D, lambda b: (z((b, D), f), z((b, D), f), z((b, 3 * D), f), z((b, 3 * D), f), z(3 * D, f),
-                               z(2 * D))  # fmt: skip
+                               z(2 * D, f))  # fmt: skip
 
 
 def gru_state(model, state) -> np.ndarray:
