@@ -30,6 +30,7 @@ from toolssm.checkpoint import CheckpointError, check_finite, load_trained
 from toolssm.cli_theory import TheoryConfig, run_theory
 from toolssm.collect import CollectConfig, run_collect
 from toolssm.evaluate import evaluate, save_results
+from toolssm.experiments import ADDITION_CPU
 from toolssm.limits import check_eval_memory
 from toolssm.plots import format_comparison, format_table, plot_curves
 from toolssm.report import ReportConfig, run_report
@@ -104,7 +105,7 @@ class DemoConfig(TrainConfig):
     """continue the run in ``out`` (a finished one is only evaluated again); a different config is refused"""
     seed: int = 0
     """training seed (the addition recipe is exact at 1,000 digits on each of seeds 0-9: docs/design.md, "Seeds")"""
-    weight_decay: float = 0.01
+    weight_decay: float = ADDITION_CPU["weight_decay"]
     """AdamW weight decay: the addition recipe's (without it, seed 0 reaches 50% at 1,000 digits)"""
     threads: int = 1
     """torch CPU threads for training: 1 makes the run bit-identical to a sweep's run of the same seed"""
@@ -356,7 +357,7 @@ class CompareConfig:
     """training steps of every model"""
     seed: int = 0
     """training seed of every model"""
-    weight_decay: float = 0.01
+    weight_decay: float = ADDITION_CPU["weight_decay"]
     """AdamW weight decay of every model (the demo's addition recipe)"""
     lengths: tuple[str, ...] = DEFAULT_LENGTHS
     """sizes to test"""
