@@ -92,3 +92,23 @@ def test_many_rows_are_drawn_as_small_multiples_one_panel_each(tmp_path):
     assert png in files
     h, w = matplotlib.image.imread(png).shape[:2]
     assert h > 600 and w > 1000  # a 2 x 3 grid, not one 6.4 x 4.2 inch axes (768 x 504 pixels)
+
+
+def test_sizes_a_run_did_not_test_are_not_drawn_as_measured_zeros():
+    """The stop rule leaves Pythia's 100 and 1,000 digits untested: the line must end at 10 digits, and the
+    untested sizes get their own crosses, not markers on the accuracy line (they used to sit on it at 0%)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from toolssm.plots import _draw_curves
+    from toolssm.records import curve
+
+    fig, ax = plt.subplots()
+    _, _, unrun = _draw_curves(ax, {"pythia": curve(rec("pythia", 0, [1, 0.0], skipped=("100", "1000")))}, 5)
+    plt.close(fig)
+    solid = [ln for ln in ax.lines if ln.get_linestyle() == "-"]
+    assert len(solid) == 1 and list(solid[0].get_xdata()) == [5, 10]
+    crosses = [ln for ln in ax.lines if ln.get_gid() == "not-run"]
+    assert unrun and len(crosses) == 1 and list(crosses[0].get_xdata()) == [100, 1000]

@@ -80,15 +80,21 @@ def size_tick_labels(sizes: Sequence[int], lo: float, hi: float) -> dict[int, st
     return labels
 
 
-def _draw_curves(ax, curves: dict[str, Sequence[LengthResult]], train_size: int, *, first_marker: int = 0) -> tuple[int, bool]:
+def _draw_curves(
+    ax, curves: dict[str, Sequence[LengthResult]], train_size: int, *, first_marker: int = 0,
+) -> tuple[int, bool, bool]:
     """Draw ``curves`` on one axes (answer EM solid with its Wilson band, trajectory EM dashed where it differs) on
-    the shared log size axis; returns (how many curves had no dashed line, whether any band was drawn)."""
+    the shared log size axis. Sizes a run did not test (``n == 0``: its evaluation stopped below 5% at a smaller
+    size) are not points of the line: a dotted tail ends in crosses at 0. Returns (how many curves had no dashed
+    line, whether any band was drawn, whether any size was not run)."""
     import matplotlib.ticker
 
     markers = "osD^vP*Xh<>p"
-    hidden, bands = 0, False
+    hidden, bands, unrun = 0, False, False
     for k, (label, res) in enumerate(curves.items(), start=first_marker):
         res = sorted(res, key=lambda r: r.size)
+        skipped = [r.size for r in res if r.n == 0]  # not run: the evaluation stopped below 5% at a smaller size
+        res = [r for r in res if r.n > 0]
         xs = [r.size for r in res]
         ans, traj = [r.answer_acc for r in res], [r.trajectory_acc for r in res]
         size = max(3.0, 9.0 - 0.6 * k)
@@ -103,6 +109,11 @@ def _draw_curves(ax, curves: dict[str, Sequence[LengthResult]], train_size: int,
             ax.plot(xs, traj, "--", color=line.get_color(), alpha=0.6, label=f"{label}: trajectory EM")
         else:
             hidden += 1
+        if skipped:  # a faint dotted tail with crosses, so an untested size never reads as a measured 0%
+            tail = xs[-1:] + skipped
+            ax.plot(tail, ans[-1:] + [0.0] * len(skipped), ":", color=line.get_color(), alpha=0.45, lw=1.0)
+            ax.plot(skipped, [0.0] * len(skipped), "x", color=line.get_color(), alpha=0.6, ms=5, gid="not-run")
+            unrun = True
     ax.axvspan(1, train_size, color="grey", alpha=0.12, lw=0, label=f"training sizes (≤ {train_size})")
     ax.set_xscale("log")
     sizes = [r.size for res in curves.values() for r in res] + [train_size]
@@ -113,7 +124,7 @@ def _draw_curves(ax, curves: dict[str, Sequence[LengthResult]], train_size: int,
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_ylim(-0.03, 1.03)
     ax.grid(True, which="both", alpha=0.3)
-    return hidden, bands
+    return hidden, bands, unrun
 
 
 def plot_curves(
@@ -133,11 +144,13 @@ def plot_curves(
     curves = {k: [r for r in res if not r.drawn_as_in_training] for k, res in curves.items()}
     many = len(curves) > 3
     fig, ax = plt.subplots(figsize=(8.4 if many else 6.4, 4.2), dpi=120)
-    hidden, bands = _draw_curves(ax, curves, train_size)
+    hidden, bands, unrun = _draw_curves(ax, curves, train_size)
     ax.set_xlabel("problem size (log scale)")
     ax.set_ylabel(ylabel + (" (dashed: trajectory EM)" if hidden < len(curves) else ""))
     if bands:  # one legend entry for every curve's band
         ax.fill_between([], [], [], color="grey", alpha=0.25, lw=0, label="shaded: Wilson 95% interval")
+    if unrun:
+        ax.plot([], [], "x:", color="grey", label="not run (stopped below 5% at a smaller size)")
     ax.set_title(title, fontsize=10)
     if many:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.9)
@@ -164,9 +177,10 @@ def plot_small_multiples(
     rows = -(-len(curves) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.5 * rows + 0.5), dpi=120, sharex=True, sharey=True,
                              squeeze=False)  # fmt: skip
+    unrun = False
     for k, (label, res) in enumerate(curves.items()):
         ax = axes[k // cols][k % cols]
-        _draw_curves(ax, {label: res}, train_size, first_marker=k)
+        unrun |= _draw_curves(ax, {label: res}, train_size, first_marker=k)[2]
         ax.set_title(f"{label}: {paper_cell(train_size, res)}", fontsize=9)
         ax.tick_params(labelsize=7)
     for k in range(len(curves), rows * cols):
@@ -175,8 +189,10 @@ def plot_small_multiples(
         row[0].set_ylabel("answer EM", fontsize=8)
     for ax in axes[-1]:
         ax.set_xlabel("size (log)", fontsize=8)
-    fig.suptitle(f"{title}\nshaded: Wilson 95% interval; grey: training sizes; dashed: trajectory EM where it differs",
-                 fontsize=9)  # fmt: skip
+    key = "shaded: Wilson 95% interval; grey: training sizes; dashed: trajectory EM where it differs"
+    if unrun:
+        key += "\ndotted to ×: not run (stopped below 5% at a smaller size)"
+    fig.suptitle(f"{title}\n{key}", fontsize=9)
     return save_figure(fig, path)
 
 

@@ -9,7 +9,8 @@ Two views of each row (a model, an ablation, a grid point), over all of its runs
   ``n→m (p%)`` cell) and the fraction of seeds that generalize, i.e. reach at least ``generalize``
   (default 90%) answer accuracy at the largest tested size.
 
-Sizes a run skipped (its evaluation stopped once a smaller size fell below 5%) count as 0%.
+Sizes a run skipped (its evaluation stopped once a smaller size fell below 5%) count as 0% in the cells; the plots
+draw them apart, as not run.
 """
 
 from __future__ import annotations
