@@ -24,9 +24,9 @@ from toolssm.tools.pointer import EDGE, PointerMemory, command
 from toolssm.tools.tape import LEFT, READ, RIGHT, TapeMemory, write
 
 
-def _model(arch: str, vocab: Vocab, scale: float = 3.0, seed: int = 0):
+def _model(arch: str, vocab: Vocab, scale: float = 3.0, seed: int = 0, **settings):
     torch.manual_seed(seed)
-    model = build_model(arch, len(vocab), resolve(ModelConfig(arch=arch)))
+    model = build_model(arch, len(vocab), resolve(ModelConfig(arch=arch, **settings)))
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(scale)
@@ -75,6 +75,18 @@ def test_engine_matches_reference_on_random_models(arch, task_name):
     ref, got = _run(model, task, vocab, problems)
     assert_same(model, vocab, ref, got)
     assert sum(r.n_generated for r in ref) > 40  # the comparison saw real decoding
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru"])
+def test_engine_matches_reference_with_a_tied_head(arch):
+    """A tied head (the embedding, no bias) is read by the kernels as the untied one is."""
+    task = get_task("addition")
+    vocab = task.vocab()
+    model = _model(arch, vocab, tie_embeddings=True)
+    problems = [task.draw(random.Random(i), "3") for i in range(3)]
+    ref, got = _run(model, task, vocab, problems)
+    assert_same(model, vocab, ref, got)
+    assert sum(r.n_generated for r in ref) > 40
 
 
 @pytest.mark.parametrize("arch", ["lstm", "mamba"])

@@ -8,13 +8,18 @@ from toolssm.models import ModelConfig, build_model, model_names, resolve, selec
 ATOL = 1e-5  # fp32; documented in docs/design.md
 
 
-def tiny(arch):
-    return build_model(arch, 23, {**resolve(ModelConfig(arch=arch)), "d_model": 16, "n_layers": 2})
+def tiny(arch, **settings):
+    return build_model(arch, 23, {**resolve(ModelConfig(arch=arch, **settings)), "d_model": 16, "n_layers": 2})
 
 
-@pytest.mark.parametrize("arch", model_names())
-def test_parallel_forward_equals_recurrent_step(arch):
-    model = tiny(arch).eval()
+#: settings that change a model's forward beyond its presets, each tested as its own model
+VARIANTS = [("lstm", {"tie_embeddings": True}), ("gru", {"tie_embeddings": True}),
+            ("mamba", {"tie_embeddings": False})]  # fmt: skip
+
+
+@pytest.mark.parametrize("arch, settings", [(a, {}) for a in model_names()] + VARIANTS)
+def test_parallel_forward_equals_recurrent_step(arch, settings):
+    model = tiny(arch, **settings).eval()
     x = torch.randint(0, 23, (3, 29))
     with torch.no_grad():
         full, _ = model(x)
@@ -58,3 +63,24 @@ def test_presets_and_overrides():
     for bad in [ModelConfig(arch="nope"), ModelConfig(preset="huge"), ModelConfig(n_layers=0)]:
         with pytest.raises(ValueError):
             resolve(bad)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru"])
+def test_a_tied_rnn_head_is_the_embedding(arch):
+    """--model.tie-embeddings: the logits are the state against the embedding rows, with no separate head."""
+    assert resolve(ModelConfig(arch=arch, tie_embeddings=True)) == {"d_model": 96, "n_layers": 2, "tie_embeddings": True}
+    assert "tie_embeddings" not in resolve(ModelConfig(arch=arch))  # unset: the run's settings stay as before
+    tied, untied = tiny(arch, tie_embeddings=True), tiny(arch)
+    assert tied.head is None and sum(p.numel() for p in untied.parameters()) - sum(
+        p.numel() for p in tied.parameters()) == 23 * 16 + 23  # the head's matrix and bias
+    x = torch.randint(0, 23, (2, 5))
+    with torch.no_grad():
+        before, _ = tied(x)
+        tied.embed.weight[7] += 1.0  # token 7's output row moves with its input row
+        after, _ = tied(x)
+    assert not torch.equal(before[..., 7], after[..., 7])
+
+
+def test_a_setting_the_model_does_not_take_is_a_one_line_error():
+    with pytest.raises(ValueError, match="model mistral has no setting tie_embeddings"):
+        resolve(ModelConfig(arch="mistral", tie_embeddings=True))

@@ -363,6 +363,12 @@ def _f64(t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().cpu().to(torch.float64).numpy())
 
 
+def _head(model) -> tuple[np.ndarray, np.ndarray]:
+    """The output layer as (float32 (V, D) matrix, float64 bias); a tied head (the embedding) has bias 0."""
+    w, b = model.head_weights()
+    return _f32(w), (_f64(b) if b is not None else np.zeros(w.shape[0]))
+
+
 def lstm_pack(model):
     """(kernel params, state width, scratch(B) -> the kernel's work arrays) of a toolssm LSTM."""
     rnn = model.rnn
@@ -380,7 +386,7 @@ def lstm_pack(model):
         B[l] = _f64(getattr(rnn, f"bias_ih_l{l}")) + _f64(getattr(rnn, f"bias_hh_l{l}"))  # rounded once
     scale = np.ones(4 * D, np.float32)
     scale[2 * D : 3 * D] = 2.0  # gate g: tanh(x) from exp(-2x)
-    mp = (np.ascontiguousarray(T0), WT0, WT, B, _f32(model.head.weight), _f64(model.head.bias), scale)
+    mp = (np.ascontiguousarray(T0), WT0, WT, B, *_head(model), scale)
     z = np.zeros
     return mp, 2 * L * D, lambda b: (z((b, 2 * D), np.float32), z((b, 4 * D), np.float32), z(4 * D, np.float32))
 
@@ -405,7 +411,7 @@ def gru_pack(model):
         if l > 0:
             WiT[l] = _f32(getattr(rnn, f"weight_ih_l{l}")).T
             Bi[l] = _f64(getattr(rnn, f"bias_ih_l{l}"))
-    mp = (np.ascontiguousarray(T0), WiT, Bi, WhT, Bh_, _f32(model.head.weight), _f64(model.head.bias))
+    mp = (np.ascontiguousarray(T0), WiT, Bi, WhT, Bh_, *_head(model))
     z = np.zeros
     f = np.float32
     return mp, L * D, lambda b: (z((b, D), f), z((b, D), f), z((b, 3 * D), f), z((b, 3 * D), f), z(3 * D, f),

@@ -13,6 +13,8 @@ A model knows nothing of tasks: it sees token ids and a vocabulary size.
 
 from __future__ import annotations
 
+import inspect
+
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any
@@ -112,6 +114,8 @@ class ModelConfig:
     """tokens per segment (rmt); default from the preset"""
     n_mem: int | None = None
     """memory vectors carried between segments (rmt); default from the preset"""
+    tie_embeddings: bool | None = None
+    """the head reuses the embedding matrix (lstm, gru: default off; the models that take it otherwise: their default)"""
 
 
 @dataclass(frozen=True)
@@ -155,15 +159,25 @@ def resolve(cfg: ModelConfig) -> dict[str, Any]:
     if cfg.preset not in spec.presets:
         raise ValueError(f"unknown preset {cfg.preset!r} for {cfg.arch} (choose from: {', '.join(spec.presets)})")
     kwargs = dict(spec.presets[cfg.preset])
+    accepted = set(kwargs) | _keywords(spec.cls)  # the preset's settings, and the constructor's optional ones
     for k, v in asdict(cfg).items():
         if k in ("arch", "preset") or v is None:
             continue
-        if isinstance(v, int) and v < 1:
+        if isinstance(v, int) and not isinstance(v, bool) and v < 1:
             raise ValueError(f"bad model setting {k}={v}: must be positive")
-        if k not in kwargs:
-            raise ValueError(f"model {cfg.arch} has no setting {k} (it has: {', '.join(kwargs)})")
+        if k not in accepted:
+            raise ValueError(f"model {cfg.arch} has no setting {k} (it has: {', '.join(sorted(accepted))})")
         kwargs[k] = v
     return kwargs
+
+
+def _keywords(cls) -> set[str]:
+    """The keyword arguments a model's constructor takes besides the vocabulary size."""
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return set()
+    return {k for k, p in params.items() if k != "vocab_size" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
 
 
 def build_model(arch: str, vocab_size: int, kwargs: dict[str, Any]) -> SequenceModel:
