@@ -14,7 +14,6 @@ A model knows nothing of tasks: it sees token ids and a vocabulary size.
 from __future__ import annotations
 
 import inspect
-
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any
