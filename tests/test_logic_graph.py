@@ -130,3 +130,52 @@ def test_each_value_is_the_operator_applied_to_the_two_literal_lines_before_it(n
             assert [w[1:] for w in lits] == ([[node.op], []] if k == 2 else [[]])
             checked += 1
         assert checked >= 1
+
+
+digits = get_task("logic-graph-digits")
+
+
+def _words_by_role(t, traj) -> list[tuple[Role, list[str]]]:
+    """The trajectory as (role, words) runs, each label one word."""
+    runs: list[tuple[Role, list[str]]] = []
+    for tok, role in zip(traj.tokens, traj.roles):
+        if not runs or runs[-1][0] != role:
+            runs.append((role, []))
+        runs[-1][1].append(tok)
+    return [(r, t.words(toks)) for r, toks in runs]
+
+
+@pytest.mark.parametrize("n, seed", [(4, 0), (10, 1), (10, 2), (60, 3), (400, 4)])
+def test_spelled_labels_give_the_same_trajectory_word_for_word(n, seed):
+    """logic-graph-digits: the same problem, tool and decisions; only each label is written as v, digits."""
+    problem = task.sample_eval(random.Random(seed), str(n))
+    a, b = task.demonstrate(problem), digits.demonstrate(problem)
+    assert _words_by_role(digits, b) == _words_by_role(task, a)
+    assert len(b) > len(a) and set(b.tokens) & set("0123456789") and not {t for t in b.tokens if t[:1] == "v" and t != "v"}
+    assert digits.verify(problem, answered(b.output())).correct
+    value = str(evaluate_circuit(problem)[problem.output])
+    assert b.output() == ["v", *problem.output[1:], "=", value]
+
+
+def test_spelled_labels_that_contain_each_other_are_found_apart():
+    """v 1 7 = must not match v 1 7 1 =, v 2 1 7 = or v 7 = (the search matches a contiguous run of tokens)."""
+    text = ("v17 = True; v171 = False; v217 = True; v7 = v171 and not v17; v1 = v217 or v7; v71 = not v1; "
+            "v117 = v71 and v17")  # fmt: skip
+    problem = digits.parse(text)
+    traj = digits.demonstrate(problem)
+    assert digits.verify(problem, answered(traj.output())).correct
+    tool = digits.make_tool()
+    tool.reset(digits.input_tokens(problem))
+    for node in problem.nodes:  # each label's definition query returns its own line alone
+        for tok in ["[find]", *digits.spell((node.name, "="))]:
+            assert tool.step(tok) == []
+        obs = tool.step("[/find]")
+        assert digits.words(obs[1:-2]) == node.tokens(), (node.name, obs)
+
+
+def test_a_wrong_digit_in_the_answer_is_wrong():
+    problem = task.sample_eval(random.Random(9), "10")
+    out = digits.demonstrate(problem).output()
+    bad = list(out)
+    bad[1] = str((int(bad[1]) + 1) % 10)
+    assert not digits.verify(problem, answered(bad)).correct

@@ -28,6 +28,11 @@ The expert is a depth-first search driven by ``[find] x [/find]`` (see ``tools/s
 
 Every decision depends on the last observation or two and the line being evaluated: the DFS stack lives
 in memory as log lines, not in the model.
+
+``logic-graph-digits`` is the same task, problems and algorithm with each label spelled as tokens, ``v 6 3 0``
+(``v`` and its digits), as a subword tokenizer would split ``v630``. Copying a label is then copying a few
+tokens of an 11-symbol alphabet that every problem trains, not one of 1,000 tokens each seen a few times; the
+search tool's contiguous match keeps ``v 1 7 =`` from matching ``v 2 1 7 =`` (docs/tasks/logic_graph.md).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ N_INPUTS = 3
 PARENT = "<-"
 OPS = ("and", "or")
 VALUES = ("True", "False")
+DIGITS = tuple("0123456789")
 _LABEL = re.compile(r"^v(0|[1-9]\d{0,2})$", re.ASCII)
 
 
@@ -192,10 +198,19 @@ class LogicGraph(Task):
             raise ValueError("the last line must define the output from other variables, e.g. 'v9 = v1 or v2'")
         return LogicGraphProblem(tuple(nodes))
 
+    # -- how a label is written: one token here, spelled in logic-graph-digits ----------------------------
+    def spell(self, words: Sequence[str]) -> list[str]:
+        """Words (labels among them, as ``v630``) as tokens."""
+        return list(words)
+
+    def words(self, tokens: Sequence[str]) -> list[str]:
+        """Tokens of one memory line back as words, each label one word (the inverse of `spell`)."""
+        return list(tokens)
+
     def input_tokens(self, problem: LogicGraphProblem) -> list[str]:
         out: list[str] = []
         for node in problem.nodes:
-            out.extend(node.tokens())
+            out.extend(self.spell(node.tokens()))
             out.append(NL)
         return out
 
@@ -209,7 +224,7 @@ class LogicGraph(Task):
         act = episode.act
 
         def find(*query: str) -> list[list[str]]:
-            return _split_lines(act(FIND, *query, END_FIND))
+            return [self.words(line) for line in _split_lines(act(FIND, *self.spell(query), END_FIND))]
 
         cur = problem.output  # the last input line's left-hand side
         definition = find(cur, "=")[0]
@@ -220,7 +235,7 @@ class LogicGraph(Task):
                 lines = find(a, "=")
                 v = _value_line(lines[-1])
                 if v is None:  # unresolved: log the parent, evaluate the child from its definition
-                    act(a, PARENT, cur, NL)
+                    act(*self.spell((a, PARENT, cur)), NL)
                     cur, definition = a, lines[0]
                     break
                 xs.append(v != neg)
@@ -229,16 +244,36 @@ class LogicGraph(Task):
                 act(str(xs[-1]), *([op] if i == 0 and op is not None else []), NL)
             else:
                 value = xs[0] if len(xs) == 1 else (xs[0] and xs[1]) if op == "and" else (xs[0] or xs[1])
-                act(cur, "=", str(value), NL)
+                act(*self.spell((cur, "=", str(value))), NL)
                 parent = find(cur, PARENT)
                 if not parent:  # the output: answer with its line
-                    act(ANS, cur, "=", str(value), EOS)
+                    act(ANS, *self.spell((cur, "=", str(value))), EOS)
                     return
                 cur = parent[0][2]
                 definition = find(cur, "=")[0]
 
     def verify(self, problem: LogicGraphProblem, episode: Episode) -> Verdict:
         value = evaluate_circuit(problem)[problem.output]
-        expected = f"{problem.output} = {value}"
+        expected = " ".join(self.spell((problem.output, "=", str(value))))
         got = " ".join(episode.output)
         return Verdict(got == expected, expected, got)
+
+
+@register
+class LogicGraphDigits(LogicGraph):
+    """The logical graph with labels spelled ``v 6 3 0``: same problems, same algorithm, same tool."""
+
+    name = "logic-graph-digits"
+    symbols = ("v", *DIGITS, "=", *OPS, "not", *VALUES, PARENT, NL)
+
+    def spell(self, words: Sequence[str]) -> list[str]:
+        return [t for w in words for t in (("v", *w[1:]) if _LABEL.match(w) else (w,))]
+
+    def words(self, tokens: Sequence[str]) -> list[str]:
+        out: list[str] = []
+        for t in tokens:
+            if t in DIGITS and out and out[-1][0] == "v":
+                out[-1] += t
+            else:
+                out.append(t)
+        return out
